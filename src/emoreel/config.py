@@ -1,0 +1,48 @@
+"""One table of analysis defaults: the library, the CLI options and their help text all read it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+
+def opt(default, help: str, flag: str | None = None, **kw):
+    """A dataclass field carrying its CLI help (and optional flag name)."""
+    return field(default=default, metadata={"help": help, "flag": flag, **kw})
+
+
+@dataclass
+class AnalyzeOptions:
+    """Every parameter of ``analyze``; recorded in run.json."""
+
+    every: int = opt(1, "process every Nth frame")
+    start: float | None = opt(None, "start time in seconds")
+    end: float | None = opt(None, "end time in seconds")
+    max_frames: int | None = opt(None, "stop after this many processed frames")
+    detector: str = opt("centerface", "face detector backend", choices=("centerface", "haar"))
+    det_max_side: int = opt(640, "detect on frames downscaled so the long side is at most this (0 = full size)")
+    det_threshold: float = opt(0.5, "minimum detector confidence for a face")
+    min_face: int = opt(40, "smallest face (box side in pixels) that is classified")
+    max_yaw: float = opt(0.35, "frontal gate: max horizontal nose offset from the eye midpoint, in eye distances")
+    max_roll: float = opt(30.0, "frontal gate: max eye-line tilt in degrees")
+    margin: float = opt(0.0, "extra margin around the aligned crop, as a fraction of its size")
+    model: str | None = opt(None, "emotion model ONNX file with its card beside it (default: the shipped one)")
+    tta: bool = opt(False, "average each face with its mirror image (2x model time)")
+    repeat: int = opt(3, "smoothed label changes only after N consecutive frames agree")
+    ema: float = opt(0.5, "EMA weight of the newest frame's probabilities (1 = no smoothing)")
+    track_iou: float = opt(0.3, "tracker: minimum overlap to continue a track")
+    track_max_missed: int = opt(10, "tracker: frames a track survives without a detection")
+    known_faces: str | None = opt(None, "folder of reference photos of known people")
+    tolerance: float = opt(0.6, "identity: max embedding distance for a match")
+    only_known: bool = opt(False, "skip emotion work for faces not matched to a known person")
+    threads: int = opt(2, "worker threads (decode, detect and classify overlap)")
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_kwargs(cls, **kw) -> "AnalyzeOptions":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(kw) - names)
+        if unknown:
+            raise TypeError(f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+        return cls(**kw)

@@ -1,0 +1,177 @@
+"""Emotion classification with onnxruntime; all preprocessing comes from the model card.
+
+A model is an ONNX file plus a JSON *model card* beside it (same name, ``.json``).
+The card says the class names in output order, the input size, colour (``grey``
+or ``bgr``/``rgb``), layout, scale/mean/std normalisation and whether the output
+is ``logits`` or ``probabilities``; ``face.eyes`` optionally gives where the eyes
+sit in the model's input (fractions of width/height), which :mod:`emoreel.align`
+uses to crop faces the way the training data was cropped. Any ONNX model with
+such a card works (``--model PATH``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import ModelError
+
+DEFAULT_MODEL = "emoreel-fer.onnx"
+DEFAULT_EYES = ((0.3, 0.4), (0.7, 0.4))  # fraction of (width, height) when a card has none
+
+
+def default_model_path() -> Path:
+    """The model shipped inside the package."""
+    return Path(str(resources.files("emoreel") / "models" / DEFAULT_MODEL))
+
+
+def card_path(model_path: str | Path) -> Path:
+    return Path(model_path).with_suffix(".json")
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_card(model_path: str | Path, card: dict) -> Path:
+    """Write ``card`` beside ``model_path``, stamping the ONNX file's sha256."""
+    model_path = Path(model_path)
+    card = {**card, "file": model_path.name, "sha256": sha256_file(model_path)}
+    out = card_path(model_path)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(card, indent=2) + "\n")
+    os.replace(tmp, out)
+    return out
+
+
+def read_card(model_path: str | Path) -> dict:
+    p = card_path(model_path)
+    try:
+        card = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"model card {p} not found (every model needs its card beside it)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ModelError(f"model card {p} is not valid JSON") from None
+    for key in ("classes", "input"):
+        if key not in card:
+            raise ModelError(f"model card {p} lacks '{key}'")
+    inp = card["input"]
+    if "size" not in inp or inp.get("colour", "grey") not in ("grey", "bgr", "rgb"):
+        raise ModelError(f"model card {p}: input needs 'size' and colour grey/bgr/rgb")
+    return card
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The model's input, from its card."""
+
+    width: int
+    height: int
+    colour: str  # grey | bgr | rgb
+    layout: str  # NCHW | NHWC
+    scale: float
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    eyes: tuple[tuple[float, float], tuple[float, float]]
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.colour == "grey" else 3
+
+    @classmethod
+    def from_card(cls, card: dict) -> "InputSpec":
+        inp = card["input"]
+        size = inp["size"]
+        w, h = (size, size) if isinstance(size, int) else (int(size[1]), int(size[0]))
+        eyes = card.get("face", {}).get("eyes", DEFAULT_EYES)
+        return cls(
+            width=w,
+            height=h,
+            colour=inp.get("colour", "grey"),
+            layout=inp.get("layout", "NCHW"),
+            scale=float(inp.get("scale", 1 / 255)),
+            mean=tuple(float(m) for m in inp.get("mean", [0.0])),
+            std=tuple(float(s) for s in inp.get("std", [1.0])),
+            eyes=(tuple(eyes[0]), tuple(eyes[1])),
+        )
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class EmotionModel:
+    """An ONNX emotion classifier driven by its model card.
+
+    ``threads`` sets onnxruntime's intra-op threads for this session only (0 = its default).
+    """
+
+    def __init__(self, model_path: str | Path | None = None, threads: int = 1):
+        import onnxruntime as ort
+
+        self.path = Path(model_path) if model_path else default_model_path()
+        if not self.path.is_file():
+            raise ModelError(f"model file {self.path} not found")
+        self.card = read_card(self.path)
+        self.classes: tuple[str, ...] = tuple(self.card["classes"])
+        self.spec = InputSpec.from_card(self.card)
+        self.sha256 = sha256_file(self.path)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own untyped errors
+            raise ModelError(f"cannot load ONNX model {self.path}: {str(e).splitlines()[0]}") from None
+        self.input_name = self.session.get_inputs()[0].name
+        self.logits = self.card.get("output", {}).get("kind", "logits") == "logits"
+
+    @property
+    def name(self) -> str:
+        return self.card.get("name", self.path.stem)
+
+    def preprocess(self, crops: np.ndarray | list[np.ndarray]) -> np.ndarray:
+        """uint8 crops (BGR or grey, any size) -> the model's input tensor."""
+        s = self.spec
+        batch = np.empty((len(crops), s.height, s.width, s.channels), np.float32)
+        for i, c in enumerate(crops):
+            if c.shape[:2] != (s.height, s.width):
+                c = cv2.resize(c, (s.width, s.height), interpolation=cv2.INTER_AREA)
+            if s.colour == "grey":
+                c = c if c.ndim == 2 else cv2.cvtColor(c, cv2.COLOR_BGR2GRAY)
+                c = c[..., None]
+            else:
+                c = cv2.cvtColor(c, cv2.COLOR_GRAY2BGR) if c.ndim == 2 else c
+                c = c[..., ::-1] if s.colour == "rgb" else c
+            batch[i] = c
+        batch *= s.scale
+        batch -= np.asarray(s.mean, np.float32)
+        batch /= np.asarray(s.std, np.float32)
+        return batch.transpose(0, 3, 1, 2).copy() if s.layout == "NCHW" else batch
+
+    def predict(self, crops, tta: bool = False) -> np.ndarray:
+        """Class probabilities (N, classes) for a batch of face crops; ``tta`` averages with the mirror."""
+        if len(crops) == 0:
+            return np.zeros((0, len(self.classes)), np.float32)
+        x = self.preprocess(crops)
+        p = self._run(x)
+        if tta:
+            axis = 3 if self.spec.layout == "NCHW" else 2
+            p = (p + self._run(np.ascontiguousarray(np.flip(x, axis=axis)))) / 2
+        return p
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        y = self.session.run(None, {self.input_name: x})[0].astype(np.float32)
+        return _softmax(y) if self.logits else y

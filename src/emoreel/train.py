@@ -1,0 +1,384 @@
+"""Train, checkpoint and export emoreel's facial-emotion CNN (needs ``emoreel[train]``).
+
+The network is a small residual VGG-style CNN on 48x48 grey faces. Training
+keeps the whole data set in memory as uint8 and augments batches on the fly
+with vectorised affine warps, so it needs no DataLoader workers and runs the
+same on CPU or CUDA. A checkpoint is written atomically after every epoch;
+``resume=True`` continues from it with the same schedule and RNG state.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+import os
+import platform
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .datasets import LabelledFaces
+from .types import EMOTIONS
+from .errors import EmoreelError
+
+try:  # torch is an optional extra
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+except ImportError:  # pragma: no cover - exercised only without the extra
+    torch = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+MEAN, STD = 0.5, 0.25  # input normalisation: x = (pixel / 255 - MEAN) / STD
+
+
+def require_torch() -> None:
+    if torch is None:
+        raise EmoreelError("training needs PyTorch: pip install 'emoreel[train]' (or torch==2.13.0 for the CPU build)")
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run; stored in checkpoints and the model card."""
+
+    epochs: int = 60
+    batch_size: int = 128
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 2.0
+    label_smoothing: float = 0.1
+    class_weight_power: float = 0.3  # loss weight ~ (1/freq)^power; 0 = unweighted
+    widths: tuple[int, ...] = (32, 64, 128, 256)
+    dropout: float = 0.3
+    rotate_deg: float = 12.0
+    scale: float = 0.12
+    shift: float = 0.10
+    erase_p: float = 0.4
+    mixup_alpha: float = 0.0
+    seed: int = 0
+    size: int = 48
+    threads: int = 0  # 0 = torch default
+
+
+if torch is not None:
+
+    class ConvBN(nn.Sequential):
+        def __init__(self, cin: int, cout: int, k: int = 3):
+            super().__init__(
+                nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+            )
+
+    class Stage(nn.Module):
+        """Two 3x3 convs with a residual connection, then 2x2 max-pool."""
+
+        def __init__(self, cin: int, cout: int, pool: bool):
+            super().__init__()
+            self.a = ConvBN(cin, cout)
+            self.b = nn.Sequential(nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout))
+            self.skip = (
+                nn.Identity()
+                if cin == cout
+                else nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
+            )
+            self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
+
+        def forward(self, x):
+            return self.pool(F.relu(self.b(self.a(x)) + self.skip(x), inplace=True))
+
+    class EmoNet(nn.Module):
+        """Residual CNN: stem, one stage per width (pooling between), GAP, linear."""
+
+        def __init__(self, widths=(32, 64, 128, 256), n_classes: int = 7, dropout: float = 0.3):
+            super().__init__()
+            self.stem = ConvBN(1, widths[0])
+            stages, cin = [], widths[0]
+            for i, w in enumerate(widths):
+                stages.append(Stage(cin, w, pool=i < len(widths) - 1))
+                cin = w
+            self.stages = nn.Sequential(*stages)
+            self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, n_classes))
+
+        def forward(self, x):
+            return self.head(self.stages(self.stem(x)))
+
+
+def build_model(cfg: TrainConfig, n_classes: int = len(EMOTIONS)):
+    require_torch()
+    return EmoNet(tuple(cfg.widths), n_classes, cfg.dropout)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def normalise(x_uint8: "torch.Tensor") -> "torch.Tensor":
+    """uint8 (B, H, W) -> float (B, 1, H, W) normalised as in the model card."""
+    return ((x_uint8.float() / 255.0) - MEAN).div_(STD).unsqueeze(1)
+
+
+def augment(x: "torch.Tensor", cfg: TrainConfig, gen: "torch.Generator") -> "torch.Tensor":
+    """Random flip, rotation, scale, shift, brightness/contrast and erasing, batched."""
+    b, dev = x.shape[0], x.device
+
+    def u(lo, hi, n=b):
+        return torch.rand(n, generator=gen, device="cpu").to(dev) * (hi - lo) + lo
+
+    ang = u(-cfg.rotate_deg, cfg.rotate_deg) * math.pi / 180
+    sc = 1.0 + u(-cfg.scale, cfg.scale)
+    flip = torch.where(u(0, 1) < 0.5, -1.0, 1.0)
+    tx, ty = u(-cfg.shift, cfg.shift) * 2, u(-cfg.shift, cfg.shift) * 2
+    cos, sin = torch.cos(ang) / sc, torch.sin(ang) / sc
+    theta = torch.stack(
+        [torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1
+    )
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    # brightness / contrast in normalised units
+    c = u(0.7, 1.3).view(b, 1, 1, 1)
+    m = x.mean(dim=(2, 3), keepdim=True)
+    x = (x - m) * c + m + u(-0.4, 0.4).view(b, 1, 1, 1)
+    if cfg.erase_p > 0:
+        h, w = x.shape[2:]
+        area = u(0.02, 0.2)
+        ar = torch.exp(u(math.log(0.3), math.log(3.3)))
+        eh = (torch.sqrt(area * ar) * h).clamp(1, h - 1)
+        ew = (torch.sqrt(area / ar) * w).clamp(1, w - 1)
+        y0 = u(0, 1) * (h - eh)
+        x0 = u(0, 1) * (w - ew)
+        yy = torch.arange(h, device=dev).view(1, h, 1)
+        xx = torch.arange(w, device=dev).view(1, 1, w)
+        mask = (yy >= y0.view(b, 1, 1)) & (yy < (y0 + eh).view(b, 1, 1)) & (xx >= x0.view(b, 1, 1)) & (
+            xx < (x0 + ew).view(b, 1, 1)
+        )
+        mask &= (u(0, 1) < cfg.erase_p).view(b, 1, 1)
+        x = torch.where(mask.unsqueeze(1), torch.zeros_like(x), x)
+    return x
+
+
+def class_weights(labels: np.ndarray, n: int, power: float) -> np.ndarray:
+    counts = np.bincount(labels, minlength=n).astype(np.float64)
+    w = (counts.sum() / np.maximum(counts, 1) / n) ** power
+    return (w / (w * counts).sum() * counts.sum()).astype(np.float32)
+
+
+@torch.no_grad() if torch is not None else (lambda f: f)
+def predict_logits(model, images: np.ndarray, device="cpu", batch: int = 512, tta: bool = False) -> np.ndarray:
+    """Logits for uint8 (N, H, W) images, optionally averaged with the mirror image."""
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch):
+        x = normalise(torch.from_numpy(images[i : i + batch]).to(device))
+        y = model(x)
+        if tta:
+            y = (y.softmax(1) + model(torch.flip(x, dims=[3])).softmax(1)).log()
+        out.append(y.float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _lr_at(step: float, total: float, warm: float, base: float) -> float:
+    if step < warm:
+        return base * (0.1 + 0.9 * step / max(warm, 1e-9))
+    p = (step - warm) / max(total - warm, 1e-9)
+    return base * 0.5 * (1 + math.cos(math.pi * min(p, 1.0)))
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    lr: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_val_acc: float
+    history: list[EpochLog] = field(default_factory=list)
+    checkpoint: str = ""
+
+
+def train(
+    train_data: LabelledFaces,
+    val_data: LabelledFaces,
+    out_dir: str | Path,
+    cfg: TrainConfig | None = None,
+    resume: bool = False,
+    device: str | None = None,
+    command: str = "",
+    on_epoch=None,
+) -> TrainResult:
+    """Train a model; writes ``last.pt``, ``best.pt`` and ``history.json`` to ``out_dir``."""
+    require_torch()
+    cfg = cfg or TrainConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    model = build_model(cfg).to(device)
+    if device == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    weights = torch.from_numpy(class_weights(train_data.labels, len(EMOTIONS), cfg.class_weight_power)).to(device)
+    crit = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    start_epoch, history, best = 0, [], (-1, -1.0)
+    last = out / "last.pt"
+    if resume and last.exists():
+        ck = torch.load(last, map_location=device, weights_only=False)
+        saved = TrainConfig(**{**asdict(cfg), **ck["config"]})
+        if tuple(saved.widths) != tuple(cfg.widths):
+            raise EmoreelError(f"{last}: checkpoint has widths {saved.widths}, not {cfg.widths}")
+        cfg = saved
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        gen.set_state(ck["generator"])
+        torch.set_rng_state(ck["torch_rng"])
+        start_epoch = ck["epoch"] + 1
+        history = [EpochLog(**h) for h in ck["history"]]
+        best = tuple(ck["best"])
+        command = ck.get("command", command)
+        log.info("resumed from %s at epoch %d", last, start_epoch)
+    x_train = torch.from_numpy(train_data.images)
+    y_train = torch.from_numpy(train_data.labels)
+    n = len(y_train)
+    steps_per_epoch = n // cfg.batch_size
+    total = cfg.epochs * steps_per_epoch
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        perm = torch.randperm(n, generator=gen)
+        tot_loss, correct, seen = 0.0, 0, 0
+        for i in range(steps_per_epoch):
+            step = epoch * steps_per_epoch + i
+            lr = _lr_at(step, total, cfg.warmup_epochs * steps_per_epoch, cfg.lr)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            xb = augment(normalise(x_train[idx]).to(device), cfg, gen)
+            yb = y_train[idx].to(device)
+            if device == "cpu":
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            logits = model(xb)
+            loss = crit(logits, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            tot_loss += loss.item() * len(idx)
+            correct += int((logits.argmax(1) == yb).sum())
+            seen += len(idx)
+        val_logits = predict_logits(model, val_data.images, device)
+        vl = torch.from_numpy(val_logits)
+        val_loss = float(F.cross_entropy(vl, torch.from_numpy(val_data.labels)))
+        val_acc = float((vl.argmax(1).numpy() == val_data.labels).mean())
+        entry = EpochLog(epoch + 1, tot_loss / seen, correct / seen, val_loss, val_acc, lr, time.perf_counter() - t0)
+        history.append(entry)
+        if val_acc > best[1]:
+            best = (epoch + 1, val_acc)
+            _atomic_torch_save({"model": model.state_dict(), "config": asdict(cfg), "epoch": epoch, "val_acc": val_acc, "command": command}, out / "best.pt")
+        _atomic_torch_save(
+            {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "generator": gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "config": asdict(cfg),
+                "epoch": epoch,
+                "history": [asdict(h) for h in history],
+                "best": list(best),
+                "command": command,
+            },
+            last,
+        )
+        (out / "history.json").write_text(json.dumps({"config": asdict(cfg), "command": command, "history": [asdict(h) for h in history]}, indent=1))
+        if on_epoch:
+            on_epoch(entry, cfg.epochs)
+    return TrainResult(best[0], best[1], history, str(out / "best.pt"))
+
+
+def load_checkpoint(path: str | Path, device: str = "cpu"):
+    """Return ``(model, config, checkpoint dict)`` from a ``best.pt``/``last.pt``."""
+    require_torch()
+    ck = torch.load(path, map_location=device, weights_only=False)
+    cfg = TrainConfig(**ck["config"])
+    model = build_model(cfg)
+    model.load_state_dict(ck["model"])
+    model.eval()
+    return model, cfg, ck
+
+
+def export_onnx(checkpoint: str | Path, onnx_path: str | Path, card_extra: dict | None = None) -> Path:
+    """Export a checkpoint to ONNX (dynamic batch) and write its model card beside it.
+
+    The card's accuracy fields are filled by :func:`emoreel.evaluate.write_card_metrics`.
+    """
+    model, cfg, ck = load_checkpoint(checkpoint)
+    onnx_path = Path(onnx_path)
+    onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    dummy = torch.zeros(1, 1, cfg.size, cfg.size)
+    tmp = onnx_path.with_suffix(".tmp.onnx")
+    torch.onnx.export(
+        model,
+        dummy,
+        str(tmp),
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    os.replace(tmp, onnx_path)
+    from .emotion import write_card
+
+    card = {
+        "name": onnx_path.stem,
+        "classes": list(EMOTIONS),
+        "input": {
+            "name": "input",
+            "size": [cfg.size, cfg.size],
+            "colour": "grey",
+            "layout": "NCHW",
+            "dtype": "float32",
+            "scale": 1 / 255,
+            "mean": [MEAN],
+            "std": [STD],
+        },
+        "output": {"name": "logits", "kind": "logits"},
+        "architecture": {"type": "EmoNet (residual VGG-style CNN)", "widths": list(cfg.widths)},
+        "training": {
+            "command": ck.get("command", ""),
+            "epochs_trained": int(ck["epoch"]) + 1,
+            "config": ck["config"],
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        },
+    }
+    if card_extra:
+        card.update(card_extra)
+    write_card(onnx_path, card)
+    return onnx_path
+
+
+def command_line() -> str:
+    return " ".join(["emoreel", *sys.argv[1:]])

@@ -1,0 +1,354 @@
+"""Frame sources (video file, camera, image folder/glob) and a video writer.
+
+Sources decode on a background thread into a small bounded queue, so decoding
+overlaps with the work done on each frame. Times are exact: ``index / fps``
+with ``fps`` a :class:`~fractions.Fraction` (29.97 is 30000/1001, not 29).
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import logging
+import os
+import queue
+import re
+import threading
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import cv2
+import numpy as np
+
+from .errors import InputError, OutputError, VideoOpenFailure
+from .types import Frame, VideoInfo
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def exact_fps(fps: float) -> Fraction:
+    """The exact rate behind a float fps: 29.97002997 -> 30000/1001, 25.0 -> 25."""
+    if not fps or not np.isfinite(fps) or fps <= 0:
+        return Fraction(0)
+    return Fraction(fps).limit_denominator(1001)
+
+
+def _natural_key(s: str):
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", s)]
+
+
+def _list_images(source: str) -> list[str] | None:
+    """Image paths of a folder or glob pattern, naturally sorted; None if ``source`` is neither."""
+    p = Path(source)
+    if p.is_dir():
+        files = [str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
+    elif any(ch in source for ch in "*?["):
+        files = [f for f in _glob.glob(source) if Path(f).suffix.lower() in IMAGE_SUFFIXES]
+    else:
+        return None
+    return sorted(files, key=_natural_key)
+
+
+class VideoSource:
+    """Iterate :class:`Frame` objects from a source; use as a context manager.
+
+    ``every`` keeps every Nth frame, ``start``/``end`` (seconds) bound the range and
+    ``max_frames`` caps how many frames are yielded. After iteration,
+    :attr:`truncated` says whether a file ended before its declared frame count.
+    """
+
+    def __init__(
+        self,
+        source: str | int | Path,
+        every: int = 1,
+        start: float | None = None,
+        end: float | None = None,
+        max_frames: int | None = None,
+        image_fps: float = 1.0,
+        queue_size: int = 8,
+    ):
+        if every < 1:
+            raise InputError("--every must be at least 1")
+        if start is not None and start < 0 or end is not None and end <= 0:
+            raise InputError("--start must be >= 0 and --end > 0")
+        if start is not None and end is not None and end <= start:
+            raise InputError(f"--end ({end}) must be after --start ({start})")
+        if max_frames is not None and max_frames < 1:
+            raise InputError("--max-frames must be at least 1")
+        self.every, self.start, self.end, self.max_frames = every, start, end, max_frames
+        self._queue_size = queue_size
+        self._cap = None
+        self._images: list[str] | None = None
+        self.truncated = False
+        self.last_index = -1
+        self.bad_images = 0
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        if isinstance(source, int) or (isinstance(source, str) and source.startswith("camera:")):
+            self._open_camera(int(str(source).split(":")[-1]))
+        else:
+            self._open_path(str(source), image_fps)
+
+    # -- opening -------------------------------------------------------------------------
+    def _open_camera(self, n: int) -> None:
+        cap = cv2.VideoCapture(n)
+        ok, img = cap.read() if cap.isOpened() else (False, None)
+        if not ok or img is None:
+            cap.release()
+            raise VideoOpenFailure(f"camera {n} is not available (no device or no permission)")
+        self._cap, self._first = cap, img
+        fps = exact_fps(cap.get(cv2.CAP_PROP_FPS)) or Fraction(30)
+        self.info = VideoInfo(f"camera:{n}", "camera", img.shape[1], img.shape[0], fps, 0)
+
+    def _open_path(self, source: str, image_fps: float) -> None:
+        images = _list_images(source)
+        if images is not None:
+            if not images:
+                raise InputError(f"no images found in {source}")
+            first = cv2.imread(images[0])
+            if first is None:
+                raise InputError(f"cannot read image {images[0]}")
+            self._images = images
+            fps = exact_fps(image_fps)
+            self.info = VideoInfo(source, "images", first.shape[1], first.shape[0], fps, len(images))
+            return
+        p = Path(source)
+        if not p.exists():
+            raise InputError(f"no such file: {source}")
+        if p.is_dir():
+            raise InputError(f"{source} is a folder with no images")
+        if not os.access(p, os.R_OK):
+            raise InputError(f"cannot read {source}: permission denied")
+        cap = cv2.VideoCapture(str(p))
+        if not cap.isOpened():
+            raise VideoOpenFailure(f"cannot open {source} as video (not a video, or corrupt/truncated)")
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        n = max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
+        fps = exact_fps(cap.get(cv2.CAP_PROP_FPS))
+        if w <= 0 or h <= 0 or not fps:
+            cap.release()
+            raise VideoOpenFailure(f"cannot open {source} as video (no video stream)")
+        self._cap, self._first = cap, None
+        self.info = VideoInfo(str(p), "video", w, h, fps, n)
+
+    # -- range -----------------------------------------------------------------------------
+    @property
+    def first_index(self) -> int:
+        if self.start is None or not self.info.fps:
+            return 0
+        return int(round(self.start * self.info.fps))
+
+    @property
+    def stop_index(self) -> int | None:
+        """One past the last source frame index to consider (None = to the end)."""
+        n = self.info.frame_count or None
+        if self.end is not None and self.info.fps:
+            e = int(round(self.end * self.info.fps))
+            n = e if n is None else min(n, e)
+        return n
+
+    def expected_frames(self) -> int | None:
+        """How many frames iteration will yield, when the source says its length."""
+        stop = self.stop_index
+        if stop is None:
+            return self.max_frames
+        k = max(0, -(-(stop - self.first_index) // self.every))
+        return min(k, self.max_frames) if self.max_frames else k
+
+    # -- reading ---------------------------------------------------------------------------
+    def _time(self, index: int) -> float:
+        return float(index / self.info.fps) if self.info.fps else float(index)
+
+    def _produce(self) -> Iterator[Frame]:
+        first, stop, yielded = self.first_index, self.stop_index, 0
+        if self._images is not None:
+            for i in range(first, len(self._images) if stop is None else min(stop, len(self._images)), self.every):
+                img = cv2.imread(self._images[i])
+                if img is None:
+                    self.bad_images += 1
+                    log.warning("cannot read image %s; skipped", self._images[i])
+                    continue
+                yield Frame(i, self._time(i), img)
+                yielded += 1
+                if self.max_frames and yielded >= self.max_frames:
+                    return
+            return
+        cap = self._cap
+        index = 0
+        if self._first is not None:  # camera: the probe frame is frame 0
+            yield Frame(0, 0.0, self._first)
+            yielded, index = 1, 1
+        elif first > 0:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, first)
+            index = int(cap.get(cv2.CAP_PROP_POS_FRAMES)) or first
+        while not self._stop.is_set():
+            if self.max_frames and yielded >= self.max_frames:
+                return
+            if stop is not None and index >= stop:
+                return
+            keep = (index - first) % self.every == 0 and index >= first
+            ok = cap.grab()
+            if not ok:
+                break
+            if keep:
+                ok, img = cap.retrieve()
+                if not ok or img is None:
+                    break
+                yield Frame(index, self._time(index), img)
+                yielded += 1
+            index += 1
+        if self.info.kind == "video" and self.info.frame_count and not self._stop.is_set():
+            expected_end = stop if stop is not None else self.info.frame_count
+            # containers often over-declare by a frame or two; more than that is a damaged file
+            if index < expected_end - 2:
+                self.truncated = True
+                self.last_index = index - 1
+
+    def __iter__(self) -> Iterator[Frame]:
+        q: queue.Queue = queue.Queue(maxsize=self._queue_size)
+        done = object()
+        error: list[BaseException] = []
+
+        def worker():
+            try:
+                for fr in self._produce():
+                    while not self._stop.is_set():
+                        try:
+                            q.put(fr, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if self._stop.is_set():
+                        return
+            except BaseException as e:  # re-raised in the consumer
+                error.append(e)
+            finally:
+                while True:
+                    try:
+                        q.put(done, timeout=0.1)
+                        break
+                    except queue.Full:
+                        if self._stop.is_set():
+                            return
+
+        self._stop.clear()
+        self._thread = threading.Thread(target=worker, name="emoreel-decode", daemon=True)
+        self._thread.start()
+        try:
+            while True:
+                item = q.get()
+                if item is done:
+                    break
+                yield item
+        finally:
+            self._stop.set()
+            while self._thread.is_alive():
+                try:
+                    q.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+            self._thread.join()
+            if error:
+                raise error[0]
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join(timeout=5)
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+    def __enter__(self) -> "VideoSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_source(source: str | int | Path, **kwargs) -> VideoSource:
+    """Open a video file, camera (int or ``camera:N``), image folder or glob; see :class:`VideoSource`."""
+    return VideoSource(source, **kwargs)
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Size, rate and frame count of a video file without decoding it."""
+    with VideoSource(path) as src:
+        return src.info
+
+
+def read_frames(path: str | Path, indices: Iterable[int]) -> Iterator[Frame]:
+    """Frame-accurate reads of the given source frame indices (ascending), decoding forward.
+
+    Gaps longer than a few seconds are crossed with a seek; short ones by grabbing.
+    """
+    wanted = sorted(set(int(i) for i in indices))
+    if not wanted:
+        return
+    src = VideoSource(path)
+    cap, fps = src._cap, src.info.fps
+    if src._images is not None:
+        try:
+            for i in wanted:
+                img = cv2.imread(src._images[i]) if i < len(src._images) else None
+                if img is not None:
+                    yield Frame(i, src._time(i), img)
+        finally:
+            src.close()
+        return
+    try:
+        pos = 0
+        seek_gap = max(int(fps * 5), 150) if fps else 150
+        for i in wanted:
+            if i - pos > seek_gap:
+                cap.set(cv2.CAP_PROP_POS_FRAMES, i)
+                pos = int(cap.get(cv2.CAP_PROP_POS_FRAMES))
+            while pos < i:
+                if not cap.grab():
+                    return
+                pos += 1
+            ok, img = cap.read()
+            if not ok:
+                return
+            pos += 1
+            yield Frame(i, src._time(i), img)
+    finally:
+        src.close()
+
+
+class VideoWriter:
+    """Write BGR frames to a video file; the file appears under its name only when closed cleanly."""
+
+    def __init__(self, path: str | Path, fps: Fraction | float, size: tuple[int, int]):
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        fourcc = {".avi": "MJPG", ".mkv": "MJPG"}.get(self.path.suffix.lower(), "mp4v")
+        self.size = (int(size[0]), int(size[1]))
+        self._w = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*fourcc), float(fps), self.size)
+        if not self._w.isOpened():
+            raise OutputError(f"cannot write video {self.path} (unsupported extension or unwritable folder)")
+        self.frames = 0
+
+    def write(self, image: np.ndarray) -> None:
+        if (image.shape[1], image.shape[0]) != self.size:
+            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
+        self._w.write(image)
+        self.frames += 1
+
+    def close(self, keep: bool = True) -> None:
+        if self._w is None:
+            return
+        self._w.release()
+        self._w = None
+        if keep:
+            os.replace(self.tmp, self.path)
+        elif self.tmp.exists():
+            self.tmp.unlink()
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(keep=exc_type is None)

@@ -1,73 +1,51 @@
-"""Command-line interface: parses arguments, then calls the public API."""
+"""Command-line interface: parses arguments, then calls the public API.
+
+Each subcommand lives in ``emoreel._cli.<name>`` with a ``register(subparsers)``
+function; errors from the library (:class:`~emoreel.errors.EmoreelError`) become
+one line on stderr and a non-zero exit code, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 
 from . import __version__
+from ._cli import COMMANDS
 from .errors import EmoreelError
 
 
-def _cmd_train(args) -> int:
-    from .datasets import load_dataset
-    from .train import TrainConfig, command_line, train
-
-    cfg = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads,
-        widths=tuple(int(w) for w in args.widths.split(",")),
-    )
-    tr = load_dataset(args.data, args.train_split)
-    va = load_dataset(args.data, args.val_split)
-    print(f"train: {tr.summary()}\nval: {va.summary()}", file=sys.stderr)
-
-    def on_epoch(e, total):
-        print(
-            f"epoch {e.epoch}/{total}  train loss {e.train_loss:.3f} acc {e.train_acc:.3f}  "
-            f"val loss {e.val_loss:.3f} acc {e.val_acc:.4f}  lr {e.lr:.4f}  {e.seconds:.0f}s",
-            file=sys.stderr, flush=True,
-        )
-
-    res = train(tr, va, args.out, cfg, resume=args.resume, device=args.device, command=command_line(), on_epoch=on_epoch)
-    print(f"best val accuracy {res.best_val_acc:.4f} at epoch {res.best_epoch}: {res.checkpoint}")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="emoreel", description=__doc__)
+    p = argparse.ArgumentParser(prog="emoreel", description="Find the moments in a video where people show an emotion.")
     p.add_argument("--version", action="version", version=f"emoreel {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    t = sub.add_parser("train", help="train the emotion CNN (needs emoreel[train])")
-    t.add_argument("--data", required=True, help="fer2013.csv, or a folder/zip with <split>/<class>/ images")
-    t.add_argument("--out", default="runs/train", help="checkpoint folder")
-    t.add_argument("--train-split", default="train")
-    t.add_argument("--val-split", default="val")
-    t.add_argument("--epochs", type=int, default=60)
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--lr", type=float, default=0.05)
-    t.add_argument("--widths", default="32,64,128,256", help="channels per stage")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all)")
-    t.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    t.set_defaults(func=_cmd_train)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            mod = importlib.import_module(f"._cli.{name}", __package__)
+        except ModuleNotFoundError as e:
+            if e.name and e.name.startswith("emoreel._cli"):
+                continue  # command not built yet
+            raise
+        mod.register(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="emoreel: %(levelname)s: %(message)s")
     try:
-        return args.func(args)
+        return int(args.func(args) or 0)
     except EmoreelError as e:
         print(f"emoreel: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("emoreel: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return 1
 
 
 if __name__ == "__main__":

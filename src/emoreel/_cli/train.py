@@ -1,0 +1,46 @@
+"""`emoreel train`: train the emotion CNN."""
+
+from __future__ import annotations
+
+import sys
+
+
+def register(sub) -> None:
+    t = sub.add_parser("train", help="train the emotion CNN (needs emoreel[train])")
+    t.add_argument("--data", required=True, help="fer2013.csv, or a folder/zip with <split>/<class>/ images")
+    t.add_argument("--out", default="runs/train", help="checkpoint folder")
+    t.add_argument("--train-split", default="train")
+    t.add_argument("--val-split", default="val")
+    t.add_argument("--epochs", type=int, default=60)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--lr", type=float, default=0.05)
+    t.add_argument("--widths", default="32,64,128,256", help="channels per stage")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all)")
+    t.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    t.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..datasets import load_dataset
+    from ..train import TrainConfig, command_line, train
+
+    cfg = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads,
+        widths=tuple(int(w) for w in args.widths.split(",")),
+    )
+    tr = load_dataset(args.data, args.train_split)
+    va = load_dataset(args.data, args.val_split)
+    print(f"train: {tr.summary()}\nval: {va.summary()}", file=sys.stderr)
+
+    def on_epoch(e, total):
+        print(
+            f"epoch {e.epoch}/{total}  train loss {e.train_loss:.3f} acc {e.train_acc:.3f}  "
+            f"val loss {e.val_loss:.3f} acc {e.val_acc:.4f}  lr {e.lr:.4f}  {e.seconds:.0f}s",
+            file=sys.stderr, flush=True,
+        )
+
+    res = train(tr, va, args.out, cfg, resume=args.resume, device=args.device, command=command_line(), on_epoch=on_epoch)
+    print(f"best val accuracy {res.best_val_acc:.4f} at epoch {res.best_epoch}: {res.checkpoint}")
+    return 0

@@ -29,9 +29,13 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 def exact_fps(fps: float) -> Fraction:
-    """The exact rate behind a float fps: 29.97002997 -> 30000/1001, 25.0 -> 25."""
+    """The exact rate behind a float fps: 29.97 or 29.97002997 -> 30000/1001, 25.0 -> 25."""
     if not fps or not np.isfinite(fps) or fps <= 0:
         return Fraction(0)
+    for base in (24, 30, 48, 60, 120):  # NTSC rates, often stored rounded to 2 decimals
+        ntsc = Fraction(base * 1000, 1001)
+        if abs(fps - float(ntsc)) < 0.006:
+            return ntsc
     return Fraction(fps).limit_denominator(1001)
 
 

@@ -1,0 +1,91 @@
+"""`emoreel analyze`: video/camera/images -> results.csv + run.json.
+
+The options are generated from :class:`emoreel.config.AnalyzeOptions`, so the
+library defaults, the CLI defaults and the help text cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+from ..config import AnalyzeOptions
+
+_TYPES = {"int": int, "float": float, "str": str}
+
+
+def add_option_arguments(p: argparse.ArgumentParser, cls=AnalyzeOptions, skip: tuple[str, ...] = ()) -> None:
+    """One ``--flag`` per dataclass field, typed and documented from the field itself."""
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else None
+        help_ = f.metadata.get("help", "")
+        if isinstance(default, bool):
+            p.add_argument(flag, dest=f.name, action="store_true", default=default, help=help_)
+            continue
+        base = str(f.type).split("|")[0].strip()
+        kw = {"type": _TYPES.get(base, str), "default": default, "dest": f.name}
+        if f.metadata.get("choices"):
+            kw["choices"] = f.metadata["choices"]
+        p.add_argument(flag, help=f"{help_} (default: {default})" if default is not None else help_, **kw)
+
+
+def options_from_args(args, cls=AnalyzeOptions):
+    return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "analyze",
+        help="find faces, classify emotions, track them: write results.csv",
+        description="Analyze a video file, a camera, or a folder/glob of images into OUT_DIR/results.csv and run.json.",
+    )
+    p.add_argument("input", nargs="?", help="video file, image folder, or quoted glob like 'shots/*.jpg'")
+    p.add_argument("-o", "--out", required=True, metavar="OUT_DIR", help="results folder")
+    p.add_argument("--camera", type=int, metavar="N", help="read webcam N instead of INPUT")
+    p.add_argument("--example", action="store_true", help="analyze the built-in example video (written to OUT_DIR)")
+    p.add_argument("--force", action="store_true", help="overwrite existing results in OUT_DIR")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress line and no summary")
+    add_option_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..errors import InputError, OutputError
+    from ..pipeline import analyze_to_dir
+    from ..progress import Progress
+
+    chosen = [x for x in (args.input is not None, args.camera is not None, args.example) if x]
+    if len(chosen) != 1:
+        raise InputError("give exactly one of INPUT, --camera N or --example")
+    opts = options_from_args(args)
+    if args.example:
+        from ..results import prepare_output_dir
+        from ..sample import make_example_video
+
+        out = prepare_output_dir(args.out, args.force)
+        source = out / "example.mp4"
+        try:
+            make_example_video(source)
+        except OSError as e:
+            raise OutputError(f"cannot write {source}: {e.strerror}") from None
+    else:
+        source = args.camera if args.camera is not None else args.input
+        if isinstance(source, str) and not any(c in source for c in "*?[") and not Path(source).exists():
+            raise InputError(f"no such file: {source}")
+    bar = Progress(enabled=None if not args.quiet else False)
+    try:
+        summary = analyze_to_dir(source, args.out, opts, force=args.force or args.example, progress=bar)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"emoreel: interrupted; finished frames are kept in {Path(args.out) / 'results.csv'}", file=sys.stderr)
+        return 130
+    finally:
+        bar.close()
+    if not args.quiet:
+        print(summary.line())
+    return 0

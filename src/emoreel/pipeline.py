@@ -1,0 +1,301 @@
+"""``analyze``: from a video to per-face, per-frame observations.
+
+Stages per frame: detect → frontal gate → track → identify (optional) → align →
+classify (one batch per frame) → smooth per track. Decoding runs on its own
+thread and, with ``threads >= 2``, detection runs one frame ahead on another,
+so decode, detection and classification overlap.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from . import __version__
+from .align import align_faces, frontal_gate, sharpness
+from .config import AnalyzeOptions
+from .detect import FaceDetector, create_detector
+from .emotion import EmotionModel
+from .errors import VideoOpenFailure
+from .results import ResultsWriter, prepare_output_dir, rewrite_persons
+from .smooth import EmotionSmoother
+from .track import Tracker
+from .types import EYE_L, EYE_R, Faces, Frame, Observation
+from .video import VideoSource, open_source
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_PERSON = "unknown_person"
+
+
+class Analyzer:
+    """Holds one video's per-stage state and turns frames into observations.
+
+    Pass ready-made ``detector``/``model``/``identifier`` objects to share them
+    between runs; otherwise they are built from ``options``.
+    """
+
+    def __init__(
+        self,
+        options: AnalyzeOptions | None = None,
+        detector: FaceDetector | None = None,
+        model: EmotionModel | None = None,
+        identifier=None,
+    ):
+        self.options = o = options or AnalyzeOptions()
+        self.detector = detector or create_detector(o.detector, threshold=o.det_threshold, max_side=o.det_max_side)
+        self.model = model or EmotionModel(o.model, threads=1)
+        if identifier is None and o.known_faces:
+            from .identify import Gallery, Identifier
+
+            identifier = Identifier(Gallery.load(o.known_faces), tolerance=o.tolerance)
+        self.identifier = identifier
+        self.tracker = Tracker(iou_threshold=o.track_iou, max_missed=o.track_max_missed)
+        self.smoother = EmotionSmoother(self.model.classes, repeat=o.repeat, ema=o.ema)
+
+    def detect(self, frame: Frame) -> Faces:
+        return self.detector.detect(frame.image)
+
+    def process(self, frame: Frame, faces: Faces | None = None) -> list[Observation]:
+        """All stages after detection for one frame (detects first when ``faces`` is None)."""
+        o = self.options
+        if faces is None:
+            faces = self.detect(frame)
+        frontal_gate(faces, min_face=o.min_face, max_yaw=o.max_yaw, max_roll=o.max_roll)
+        self.tracker.update(faces, frame.index)
+        for tid in self.tracker.ended():
+            self.smoother.forget(tid)
+        matches, distances = [""] * len(faces), np.full(len(faces), np.nan)
+        if self.identifier is not None and len(faces):
+            matches, distances = self.identifier.observe(frame.image, faces, frame.index)
+            if o.only_known:
+                for i in np.flatnonzero(faces.accepted):
+                    if self.identifier.person(int(faces.track_ids[i])) in ("", "unknown"):
+                        faces.accepted[i] = False
+                        faces.reasons[i] = UNKNOWN_PERSON
+        crops, idx = align_faces(frame.image, faces, self.model.spec, o.margin)
+        if len(idx):
+            faces.probs[idx] = self.model.predict(crops, tta=o.tta)
+            faces.sharpness[idx] = [sharpness(c) for c in crops]
+        return self._observations(frame, faces, matches, distances)
+
+    def _observations(self, frame: Frame, faces: Faces, matches, distances) -> list[Observation]:
+        classes = self.model.classes
+        out = []
+        for i in range(len(faces)):
+            x1, y1, x2, y2 = (float(v) for v in faces.boxes[i])
+            tid = int(faces.track_ids[i])
+            el, er = faces.landmarks[i, EYE_L], faces.landmarks[i, EYE_R]
+            emotion, smooth, sprob = "", "", math.nan
+            if faces.accepted[i]:
+                p = faces.probs[i]
+                emotion = classes[int(np.argmax(p))]
+                smooth, sprob = self.smoother.update(tid, p)
+            person = self.identifier.person(tid) if self.identifier is not None else ""
+            out.append(
+                Observation(
+                    frame=frame.index, time_s=frame.time_s, track_id=tid,
+                    x=x1, y=y1, w=x2 - x1, h=y2 - y1, det_score=float(faces.scores[i]),
+                    eyes=(float(el[0]), float(el[1]), float(er[0]), float(er[1])),
+                    probs=tuple(float(v) for v in faces.probs[i]), emotion=emotion,
+                    emotion_smooth=smooth, smooth_prob=float(sprob),
+                    accepted=bool(faces.accepted[i]), reject_reason=faces.reasons[i],
+                    sharpness=float(faces.sharpness[i]), person=person,
+                    match=matches[i], match_distance=float(distances[i]),
+                )
+            )  # fmt: skip
+        return out
+
+    def final_persons(self) -> dict[int, str]:
+        return self.identifier.final_persons() if self.identifier is not None else {}
+
+    def close(self) -> None:
+        self.detector.close()
+
+
+def _detect_ahead(analyzer: Analyzer, frames: Iterable[Frame], ahead: int = 4) -> Iterator[tuple[Frame, Faces]]:
+    """Run detection on a worker thread, ``ahead`` frames in front of the consumer.
+
+    The worker's exception is re-raised here; stopping early drains and joins it.
+    """
+    q: queue.Queue = queue.Queue(maxsize=ahead)
+    stop = threading.Event()
+    done = object()
+    error: list[BaseException] = []
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def worker():
+        try:
+            for fr in frames:
+                if not put((fr, analyzer.detect(fr))):
+                    return
+        except BaseException as e:
+            error.append(e)
+        finally:
+            put(done)
+
+    t = threading.Thread(target=worker, name="emoreel-detect", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                break
+            yield item
+    finally:
+        stop.set()
+        while t.is_alive():
+            try:
+                q.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        t.join()
+    if error:
+        raise error[0]
+
+
+def iter_frames(analyzer: Analyzer, source: VideoSource) -> Iterator[tuple[Frame, list[Observation]]]:
+    """(frame, observations) for every frame of ``source``."""
+    if analyzer.options.threads >= 2:
+        for frame, faces in _detect_ahead(analyzer, source):
+            yield frame, analyzer.process(frame, faces)
+    else:
+        for frame in source:
+            yield frame, analyzer.process(frame)
+
+
+def _open(source, o: AnalyzeOptions) -> VideoSource:
+    return open_source(source, every=o.every, start=o.start, end=o.end, max_frames=o.max_frames)
+
+
+def analyze(source: str | int | Path, **options) -> Iterator[Observation]:
+    """Yield an :class:`Observation` per face per processed frame of ``source``.
+
+    ``source`` is a video path, a camera index, or an image folder/glob; keyword
+    options are the fields of :class:`~emoreel.config.AnalyzeOptions`. The
+    ``person`` field is the track's vote so far (``analyze_to_dir`` rewrites it
+    with the final vote when the run completes).
+    """
+    o = AnalyzeOptions.from_kwargs(**options)
+    with _open(source, o) as src:
+        analyzer = Analyzer(o)
+        try:
+            for _, obs in iter_frames(analyzer, src):
+                yield from obs
+        finally:
+            analyzer.close()
+
+
+@dataclass
+class RunSummary:
+    """What a finished (or interrupted) ``analyze_to_dir`` run did."""
+
+    out_dir: Path
+    frames: int
+    faces: int
+    accepted: int
+    tracks: int
+    seconds: float
+    complete: bool
+
+    def line(self) -> str:
+        rate = self.frames / self.seconds if self.seconds > 0 else 0.0
+        if self.faces == 0:
+            return f"no faces found in {self.frames} frames; header-only results in {self.out_dir / 'results.csv'}"
+        return (
+            f"{self.frames} frames, {self.faces} faces ({self.accepted} frontal) in {self.tracks} tracks, "
+            f"{rate:.1f} frames/s; results in {self.out_dir / 'results.csv'}"
+        )
+
+
+ProgressFn = Callable[[int, int | None], None]
+
+
+def analyze_to_dir(
+    source: str | int | Path,
+    out_dir: str | Path,
+    options: AnalyzeOptions | None = None,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+    analyzer: Analyzer | None = None,
+) -> RunSummary:
+    """Analyze ``source`` into ``out_dir/results.csv`` + ``run.json``, frame by frame.
+
+    Bad input is refused before anything is written; an interrupted run keeps
+    every finished frame and leaves ``complete: false`` in run.json.
+    """
+    o = options or AnalyzeOptions()
+    src = _open(source, o)
+    own = analyzer is None
+    try:
+        out = prepare_output_dir(out_dir, force)
+        analyzer = analyzer or Analyzer(o)
+        info = src.info
+        meta = {
+            "emoreel_version": __version__,
+            "input": {
+                "path": str(Path(info.path).resolve()) if info.kind != "camera" else info.path,
+                "kind": info.kind, "width": info.width, "height": info.height,
+                "fps": float(info.fps), "fps_fraction": str(info.fps), "frame_count": info.frame_count,
+                "duration_s": info.duration_s,
+            },
+            "params": o.to_dict(),
+            "detector": {"name": analyzer.detector.name},
+            "model": {"name": analyzer.model.name, "path": str(analyzer.model.path), "sha256": analyzer.model.sha256,
+                      "classes": list(analyzer.model.classes)},
+            "expected_frames": src.expected_frames(),
+        }  # fmt: skip
+        t0 = time.perf_counter()
+        faces = accepted = 0
+        tracks: set[int] = set()
+        last_meta = t0
+        total = src.expected_frames()
+        complete = False
+        with ResultsWriter(out, meta) as writer:
+            try:
+                for frame, obs in iter_frames(analyzer, src):
+                    writer.write_frame(obs)
+                    faces += len(obs)
+                    accepted += sum(ob.accepted for ob in obs)
+                    tracks.update(ob.track_id for ob in obs)
+                    if progress:
+                        progress(writer.frames, total)
+                    now = time.perf_counter()
+                    if now - last_meta > 5:
+                        writer.write_meta(last_frame=frame.index)
+                        last_meta = now
+                if src.truncated:
+                    writer.close(False, error=f"video ended at frame {src.last_index}")
+                    raise VideoOpenFailure(
+                        f"{info.path} ended after frame {src.last_index} of {info.frame_count} (truncated or corrupt); "
+                        f"the {writer.frames} frames before it are in {out / 'results.csv'}"
+                    )
+                persons = analyzer.final_persons()
+                if persons:
+                    rewrite_persons(out, persons)
+                complete = True
+                writer.close(True, persons=persons, tracks=len(tracks), faces=faces)
+            finally:
+                if not complete:
+                    writer.close(False)
+        return RunSummary(out, writer.frames, faces, accepted, len(tracks), time.perf_counter() - t0, complete)
+    finally:
+        src.close()
+        if own and analyzer is not None:
+            analyzer.close()

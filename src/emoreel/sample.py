@@ -45,8 +45,8 @@ def make_example_video(
         for i in range(frames):
             t = i / max(frames - 1, 1)
             canvas = np.full((h, w, 3), (120, 110, 100), np.uint8)
-            ax = int(10 + t * (w - face_px - 20) * 0.45)
-            bx = int(w - face_px - 10 - t * (w - face_px - 20) * 0.45)
+            ax = int(10 + t * (w - face_px - 20) * 0.3)
+            bx = int(w - face_px - 10 - t * (w - face_px - 20) * 0.3)
             ay = max(0, (h - face_px) // 2 - 40)
             by = min(h - face_px, (h - face_px) // 2 + 40)
             canvas[by : by + face_px, bx : bx + face_px] = mirrored

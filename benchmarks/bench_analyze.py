@@ -1,0 +1,134 @@
+"""Throughput and memory of `analyze`: decode ceiling, per-detector frames/s, model ms per face.
+
+Usage (numbers go to docs/benchmarks.md):
+
+    .venv/bin/python benchmarks/bench_analyze.py --video ../shared/data/video/short_hamilton_clip.mp4
+    .venv/bin/python benchmarks/bench_analyze.py --video ../shared/data/video/short_hamilton_clip.mp4 --long-minutes 10
+
+Inputs at 360p/720p/1080p are made by rescaling the clip (written once to a temp folder).
+Each analyze run writes a real results folder; frames/s counts processed frames over wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from emoreel.config import AnalyzeOptions
+from emoreel.emotion import EmotionModel
+from emoreel.pipeline import analyze_to_dir
+from emoreel.video import VideoWriter, open_source
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def rescale(src: Path, dst: Path, height: int, loops: int = 1) -> Path:
+    if dst.exists():
+        return dst
+    with open_source(src) as s:
+        frames = [f.image for f in s]
+        fps = s.info.fps
+    w = int(round(frames[0].shape[1] * height / frames[0].shape[0] / 2)) * 2
+    with VideoWriter(dst, fps, (w, height)) as out:
+        for _ in range(loops):
+            for img in frames:
+                out.write(cv2.resize(img, (w, height), interpolation=cv2.INTER_AREA if height < img.shape[0] else cv2.INTER_LINEAR))
+    return dst
+
+
+def decode_fps(path: Path) -> float:
+    t = time.perf_counter()
+    with open_source(path) as s:
+        n = sum(1 for _ in s)
+    return n / (time.perf_counter() - t)
+
+
+def analyze_fps(path: Path, out: Path, **opts) -> tuple[float, float, int]:
+    """(processed frames/s, real-time factor, faces) for one full run."""
+    t = time.perf_counter()
+    s = analyze_to_dir(path, out, AnalyzeOptions(**opts), force=True)
+    dt = time.perf_counter() - t
+    with open_source(path) as src:
+        fps = float(src.info.fps)
+    return s.frames / dt, s.frames / dt / fps * opts.get("every", 1), s.faces
+
+
+def model_ms(batch: int, reps: int = 200) -> float:
+    m = EmotionModel(threads=1)
+    crops = [np.random.default_rng(0).integers(0, 255, (48, 48), np.uint8) for _ in range(batch)]
+    for _ in range(10):
+        m.predict(crops)
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        m.predict(crops)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000 / batch
+
+
+def long_run(path: Path, out: Path, minutes: float, **opts) -> list[tuple[float, float]]:
+    """Analyze a looped video, sampling RSS; returns (video minute, RSS MB) pairs."""
+    samples: list[tuple[float, float]] = []
+    fps = 30000 / 1001
+
+    def progress(done, total):
+        if done % 300 == 0:
+            samples.append((done * opts.get("every", 1) / fps / 60, rss_mb()))
+
+    analyze_to_dir(path, out, AnalyzeOptions(**opts), force=True, progress=progress)
+    return samples
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--video", required=True)
+    ap.add_argument("--detectors", default="centerface,haar")
+    ap.add_argument("--heights", default="360,720,1080")
+    ap.add_argument("--long-minutes", type=float, default=0)
+    ap.add_argument("--long-every", type=int, default=1)
+    args = ap.parse_args()
+    tmp = Path(tempfile.gettempdir()) / "emoreel-bench"
+    tmp.mkdir(exist_ok=True)
+    src = Path(args.video)
+    print(f"# emoreel analyze benchmark — {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPUs, Python {platform.python_version()}, OpenCV {cv2.__version__}")
+    print(f"command: {' '.join(sys.argv)}\n")
+    print("| input | decode only (frames/s) | detector | analyze (frames/s) | real-time factor | faces |")
+    print("|---|---|---|---|---|---|")
+    for h in (int(x) for x in args.heights.split(",")):
+        video = rescale(src, tmp / f"clip_{h}p.mp4", h)
+        dec = decode_fps(video)
+        for det in args.detectors.split(","):
+            fps, rt, faces = analyze_fps(video, tmp / f"out_{h}_{det}", detector=det)
+            print(f"| {h}p | {dec:.0f} | {det} | {fps:.1f} | {rt:.2f}x | {faces} |", flush=True)
+    print("\n| emotion model | ms per face |\n|---|---|")
+    for b in (1, 8, 32):
+        print(f"| batch {b}, 1 thread | {model_ms(b):.3f} |", flush=True)
+    if args.long_minutes:
+        loops = int(np.ceil(args.long_minutes * 60 / (275 / (30000 / 1001))))
+        video = rescale(src, tmp / f"long_{loops}x_360p.mp4", 360, loops=loops)
+        samples = long_run(video, tmp / "out_long", args.long_minutes, every=args.long_every)
+        print(f"\nlong run ({loops} loops, every {args.long_every}): RSS by video minute")
+        print("| video minute | RSS MB |\n|---|---|")
+        for minute, mb in samples[:: max(1, len(samples) // 12)]:
+            print(f"| {minute:.1f} | {mb:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Emotion repeater, EMA and the per-track smoother."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from emoreel.smooth import EMA, EmotionSmoother, Repeater
+
+CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+
+def test_repeater_needs_n_in_a_row():
+    r = Repeater(3)
+    assert [r.update(x) for x in ["happy", "happy", "happy", "sad", "sad", "happy", "sad", "sad", "sad"]] == [
+        "", "", "happy", "happy", "happy", "happy", "happy", "happy", "sad"
+    ]  # fmt: skip
+
+
+def test_repeater_suppresses_flicker_and_n1_passes_through():
+    r = Repeater(2)
+    out = [r.update(x) for x in ["sad", "sad", "happy", "sad", "happy", "sad"]]
+    assert out == ["", "sad", "sad", "sad", "sad", "sad"]
+    r1 = Repeater(1)
+    assert [r1.update(x) for x in "abca"] == list("abca")
+
+
+def test_ema_maths():
+    e = EMA(0.25)
+    assert e.update([1.0, 0.0]).tolist() == [1.0, 0.0]
+    assert e.update([0.0, 1.0]).tolist() == [0.75, 0.25]
+    assert np.allclose(e.update([0.0, 1.0]), [0.5625, 0.4375])
+
+
+@pytest.mark.parametrize("bad", [dict(repeat=0), dict(ema=0), dict(ema=1.5)])
+def test_bad_parameters(bad):
+    with pytest.raises(ValueError):
+        EmotionSmoother(CLASSES, **bad)
+
+
+def onehot(name, p=0.9):
+    v = np.full(7, (1 - p) / 6)
+    v[CLASSES.index(name)] = p
+    return v
+
+
+def test_smoother_tracks_are_independent_and_forget_resets():
+    s = EmotionSmoother(CLASSES, repeat=2, ema=1.0)
+    assert s.update(1, onehot("happy"))[0] == ""
+    label, prob = s.update(1, onehot("happy"))
+    assert label == "happy" and prob == pytest.approx(0.9)
+    assert s.update(2, onehot("sad"))[0] == ""  # track 2 has its own repeater
+    assert s.update(1, onehot("sad"))[0] == "happy"
+    s.forget(1)
+    label, prob = s.update(1, onehot("sad"))
+    assert label == "" and math.isnan(prob)
+
+
+def test_smoother_ema_delays_a_single_outlier():
+    s = EmotionSmoother(CLASSES, repeat=1, ema=0.3)
+    for _ in range(5):
+        s.update(7, onehot("neutral", 0.8))
+    assert s.update(7, onehot("angry", 0.9))[0] == "neutral"  # one angry frame doesn't flip the EMA

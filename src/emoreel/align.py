@@ -22,6 +22,7 @@ NO_EYES = "eyes_not_found"
 EYES_OUTSIDE = "eyes_outside_box"
 TILTED = "tilted"
 NOT_FRONTAL = "not_frontal"
+BLURRY = "blurry"
 
 
 def frontal_gate(

@@ -24,6 +24,8 @@ class AnalyzeOptions:
     min_face: int = opt(40, "smallest face (box side in pixels) that is classified")
     max_yaw: float = opt(0.35, "frontal gate: max horizontal nose offset from the eye midpoint, in eye distances")
     max_roll: float = opt(30.0, "frontal gate: max eye-line tilt in degrees")
+    min_sharpness: float = opt(10.0, "blur gate: min variance of the Laplacian of the aligned face crop")
+    scene_cut: float = opt(20.0, "mean grey-level change (0-255) between frames that counts as a shot cut; 0 = off")
     margin: float = opt(0.0, "extra margin around the aligned crop, as a fraction of its size")
     model: str | None = opt(None, "emotion model ONNX file with its card beside it (default: the shipped one)")
     tta: bool = opt(False, "average each face with its mirror image (2x model time)")

@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from . import __version__
-from .align import align_faces, frontal_gate, sharpness
+from .align import BLURRY, align_faces, frontal_gate, sharpness
 from .config import AnalyzeOptions
 from .detect import FaceDetector, create_detector
 from .emotion import EmotionModel
@@ -29,7 +29,7 @@ from .results import ResultsWriter, prepare_output_dir, rewrite_persons
 from .smooth import EmotionSmoother
 from .track import Tracker
 from .types import EYE_L, EYE_R, Faces, Frame, Observation
-from .video import VideoSource, open_source
+from .video import CutDetector, VideoSource, open_source
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class Analyzer:
         self.identifier = identifier
         self.tracker = Tracker(iou_threshold=o.track_iou, max_missed=o.track_max_missed)
         self.smoother = EmotionSmoother(self.model.classes, repeat=o.repeat, ema=o.ema)
+        self.cuts = CutDetector(o.scene_cut)
 
     def detect(self, frame: Frame) -> Faces:
         return self.detector.detect(frame.image)
@@ -70,6 +71,8 @@ class Analyzer:
         if faces is None:
             faces = self.detect(frame)
         frontal_gate(faces, min_face=o.min_face, max_yaw=o.max_yaw, max_roll=o.max_roll)
+        if self.cuts.is_cut(frame.image):
+            self.tracker.reset()
         self.tracker.update(faces, frame.index)
         for tid in self.tracker.ended():
             self.smoother.forget(tid)
@@ -83,8 +86,13 @@ class Analyzer:
                         faces.reasons[i] = UNKNOWN_PERSON
         crops, idx = align_faces(frame.image, faces, self.model.spec, o.margin)
         if len(idx):
-            faces.probs[idx] = self.model.predict(crops, tta=o.tta)
-            faces.sharpness[idx] = [sharpness(c) for c in crops]
+            faces.sharpness[idx] = sharp = np.array([sharpness(c) for c in crops])
+            blurry = sharp < o.min_sharpness
+            for i in idx[blurry]:
+                faces.accepted[i], faces.reasons[i] = False, BLURRY
+            keep = np.flatnonzero(~blurry)
+            if len(keep):
+                faces.probs[idx[keep]] = self.model.predict([crops[k] for k in keep], tta=o.tta)
         return self._observations(frame, faces, matches, distances)
 
     def _observations(self, frame: Frame, faces: Faces, matches, distances) -> list[Observation]:

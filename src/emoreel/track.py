@@ -163,6 +163,11 @@ class Tracker:
         faces.track_ids = ids
         return ids
 
+    def reset(self) -> None:
+        """End every track (at a shot cut); ids keep counting up."""
+        self._ended += [t.id for t in self.tracks]
+        self.tracks = []
+
     def ended(self) -> list[int]:
         """Ids of tracks that ended since the last call."""
         out, self._ended = self._ended, []

@@ -18,7 +18,7 @@ import platform
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -249,7 +249,7 @@ def train(
         saved = TrainConfig(**{**asdict(cfg), **ck["config"]})
         if tuple(saved.widths) != tuple(cfg.widths):
             raise EmoreelError(f"{last}: checkpoint has widths {saved.widths}, not {cfg.widths}")
-        cfg = saved
+        cfg = replace(saved, epochs=cfg.epochs)  # everything from the checkpoint but the length of the run
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         gen.set_state(ck["generator"])
@@ -314,6 +314,15 @@ def train(
         if on_epoch:
             on_epoch(entry, cfg.epochs)
     return TrainResult(best[0], best[1], history, str(out / "best.pt"))
+
+
+def checkpoint_epochs(out_dir: str | Path) -> int | None:
+    """The planned number of epochs of the run in ``out_dir`` (None without a checkpoint)."""
+    last = Path(out_dir) / "last.pt"
+    if not last.exists():
+        return None
+    require_torch()
+    return int(torch.load(last, map_location="cpu", weights_only=False)["config"]["epochs"])
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu"):

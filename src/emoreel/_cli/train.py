@@ -11,7 +11,7 @@ def register(sub) -> None:
     t.add_argument("--out", default="runs/train", help="checkpoint folder")
     t.add_argument("--train-split", default="train")
     t.add_argument("--val-split", default="val")
-    t.add_argument("--epochs", type=int, default=60)
+    t.add_argument("--epochs", type=int, help="total epochs (default 60, or the checkpoint's with --resume)")
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--lr", type=float, default=0.05)
     t.add_argument("--widths", default="32,64,128,256", help="channels per stage")
@@ -25,10 +25,13 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..datasets import load_dataset
-    from ..train import TrainConfig, command_line, train
+    from ..train import TrainConfig, checkpoint_epochs, command_line, train
 
+    epochs = args.epochs
+    if epochs is None:
+        epochs = checkpoint_epochs(args.out) if args.resume else None
     cfg = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads,
+        epochs=epochs or TrainConfig.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads,
         widths=tuple(int(w) for w in args.widths.split(",")),
     )
     tr = load_dataset(args.data, args.train_split)

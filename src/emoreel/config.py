@@ -35,6 +35,8 @@ class AnalyzeOptions:
     track_max_missed: int = opt(10, "tracker: frames a track survives without a detection")
     known_faces: str | None = opt(None, "folder of reference photos of known people")
     tolerance: float = opt(0.6, "identity: max embedding distance for a match")
+    id_every: int = opt(5, "identity: embed each track at most once per this many frames (~100 ms per face)")
+    id_min_face: int = opt(60, "identity: smallest face (pixels) that is matched; small blurred faces match strangers")
     only_known: bool = opt(False, "skip emotion work for faces not matched to a known person")
     threads: int = opt(2, "worker threads (decode, detect and classify overlap)")
 

@@ -56,7 +56,7 @@ class Analyzer:
         if identifier is None and o.known_faces:
             from .identify import Gallery, Identifier
 
-            identifier = Identifier(Gallery.load(o.known_faces), tolerance=o.tolerance)
+            identifier = Identifier(Gallery.load(o.known_faces), tolerance=o.tolerance, every=o.id_every, min_face=o.id_min_face)
         self.identifier = identifier
         self.tracker = Tracker(iou_threshold=o.track_iou, max_missed=o.track_max_missed)
         self.smoother = EmotionSmoother(self.model.classes, repeat=o.repeat, ema=o.ema)
@@ -268,6 +268,7 @@ def analyze_to_dir(
             "model": {"name": analyzer.model.name, "path": str(analyzer.model.path), "sha256": analyzer.model.sha256,
                       "classes": list(analyzer.model.classes)},
             "expected_frames": src.expected_frames(),
+            "known_people": analyzer.identifier.gallery.people if analyzer.identifier is not None else [],
         }  # fmt: skip
         t0 = time.perf_counter()
         faces = accepted = 0

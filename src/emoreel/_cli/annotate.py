@@ -1,0 +1,35 @@
+"""`emoreel annotate`: the source video with boxes, eyes, track ids, persons and smoothed emotions drawn."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("annotate", help="draw the results onto the source video")
+    p.add_argument("results", help="results folder written by `emoreel analyze`")
+    p.add_argument("-o", "--out", required=True, help="video file to write (.mp4 or .avi)")
+    p.add_argument("--video", help="the analyzed video, if it moved since analyze")
+    p.add_argument("--force", action="store_true", help="replace an existing output")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from ..errors import OutputError
+    from ..extract import annotate, resolve_video
+    from ..progress import Progress
+    from ..results import load_results
+
+    res = load_results(args.results)
+    video = resolve_video(res, args.video)
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise OutputError(f"{out} exists; use --force to replace it")
+    bar = Progress(enabled=False if args.quiet else None)
+    try:
+        n = annotate(res, video, out, bar)
+    finally:
+        bar.close()
+    print(f"wrote {out} ({n} frames)")
+    return 0

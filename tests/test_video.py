@@ -11,27 +11,7 @@ import pytest
 from emoreel.errors import InputError, VideoOpenFailure
 from emoreel.video import VideoWriter, exact_fps, open_source, read_frames
 
-
-BITS = 6
-
-
-def numbered_video(path, n=40, fps=Fraction(30000, 1001), size=(192, 96)):
-    """Each frame shows its index in binary (white/black stripes), so reads can be checked exactly."""
-    stripe = size[0] // BITS
-    with VideoWriter(path, fps, size) as w:
-        for i in range(n):
-            img = np.zeros((size[1], size[0], 3), np.uint8)
-            for b in range(BITS):
-                if i >> b & 1:
-                    img[:, b * stripe : (b + 1) * stripe] = 255
-            w.write(img)
-    return path
-
-
-def level(img) -> int:
-    """The frame index drawn by :func:`numbered_video`."""
-    stripe = img.shape[1] // BITS
-    return sum(1 << b for b in range(BITS) if img[:, b * stripe + 4 : (b + 1) * stripe - 4].mean() > 128)
+from helpers import level, numbered_video
 
 
 @pytest.fixture

@@ -214,7 +214,10 @@ class OutputDir:
 
 
 def best_per_track(res: Results, mask: np.ndarray, k: int, raw: bool = False, emotion: str = "") -> np.ndarray:
-    """The ``k`` best selected rows of each track: by probability, discounted when blurrier than the track's median."""
+    """The ``k`` best selected rows of each track.
+
+    Ranked by probability, discounted when blurrier than the track's median sharpness; ties go to the sharper.
+    """
     c = res.cols
     out = np.zeros_like(mask)
     prob = np.nan_to_num(c[emotion] if raw and emotion else c["smooth_prob"])
@@ -223,7 +226,7 @@ def best_per_track(res: Results, mask: np.ndarray, k: int, raw: bool = False, em
         sharp = np.nan_to_num(c["sharpness"][rows])
         med = float(np.median(sharp)) or 1.0
         score = prob[rows] * np.minimum(1.0, sharp / med)
-        out[rows[np.argsort(-score, kind="stable")[:k]]] = True
+        out[rows[np.lexsort((-sharp, -score))[:k]]] = True  # ties go to the sharper crop
     return out
 
 

@@ -1,0 +1,30 @@
+"""Test inputs built in the tests: videos whose frames say their own index."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+
+from emoreel.video import VideoWriter
+
+BITS = 7
+
+
+def numbered_video(path, n=40, fps=Fraction(30000, 1001), size=(224, 96)):
+    """Each frame shows its index in binary (white/black stripes), so reads can be checked exactly."""
+    stripe = size[0] // BITS
+    with VideoWriter(path, fps, size) as w:
+        for i in range(n):
+            img = np.zeros((size[1], size[0], 3), np.uint8)
+            for b in range(BITS):
+                if i >> b & 1:
+                    img[:, b * stripe : (b + 1) * stripe] = 255
+            w.write(img)
+    return path
+
+
+def level(img) -> int:
+    """The frame index drawn by :func:`numbered_video`."""
+    stripe = img.shape[1] // BITS
+    return sum(1 << b for b in range(BITS) if img[:, b * stripe + 4 : (b + 1) * stripe - 4].mean() > 128)

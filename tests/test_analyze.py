@@ -220,3 +220,11 @@ def test_bad_option_values(capsys, example_video, tmp_path):
     assert code != 0 and "--every" in err
     code, err = run_cli(capsys, "analyze", str(example_video), "-o", str(tmp_path / "o"), "--start", "2", "--end", "1")
     assert code != 0 and "--end" in err
+
+
+def test_parallel_path_writes_the_same_results_as_the_plain_one(example_video, tmp_path):
+    """Detection on 3 worker threads (and a decode thread) must not change a single byte of results.csv."""
+    a, b = tmp_path / "plain", tmp_path / "parallel"
+    analyze_to_dir(example_video, a, AnalyzeOptions(threads=1))
+    analyze_to_dir(example_video, b, AnalyzeOptions(threads=3))
+    assert (a / "results.csv").read_bytes() == (b / "results.csv").read_bytes()

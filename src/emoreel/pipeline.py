@@ -2,17 +2,19 @@
 
 Stages per frame: detect → frontal gate → track → identify (optional) → align →
 classify (one batch per frame) → smooth per track. Decoding runs on its own
-thread and, with ``threads >= 2``, detection runs one frame ahead on another,
-so decode, detection and classification overlap.
+thread and detection on ``threads`` worker threads over consecutive frames, so
+decode, detection and classification overlap; everything after detection runs
+in frame order, so results do not depend on the number of threads.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import queue
 import threading
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -51,7 +53,8 @@ class Analyzer:
         identifier=None,
     ):
         self.options = o = options or AnalyzeOptions()
-        self.detector = detector or create_detector(o.detector, threshold=o.det_threshold, max_side=o.det_max_side)
+        self.detector = detector or self.new_detector()
+        self.extra_detectors: list[FaceDetector] = []  # one per extra detection worker
         self.model = model or EmotionModel(o.model, threads=1)
         if identifier is None and o.known_faces:
             from .identify import Gallery, Identifier
@@ -61,6 +64,10 @@ class Analyzer:
         self.tracker = Tracker(iou_threshold=o.track_iou, max_missed=o.track_max_missed)
         self.smoother = EmotionSmoother(self.model.classes, repeat=o.repeat, ema=o.ema)
         self.cuts = CutDetector(o.scene_cut)
+
+    def new_detector(self) -> FaceDetector:
+        o = self.options
+        return create_detector(o.detector, threshold=o.det_threshold, max_side=o.det_max_side)
 
     def detect(self, frame: Frame) -> Faces:
         return self.detector.detect(frame.image)
@@ -126,66 +133,59 @@ class Analyzer:
         return self.identifier.final_persons() if self.identifier is not None else {}
 
     def close(self) -> None:
-        self.detector.close()
+        for det in [self.detector, *self.extra_detectors]:
+            det.close()
 
 
-def _detect_ahead(analyzer: Analyzer, frames: Iterable[Frame], ahead: int = 4) -> Iterator[tuple[Frame, Faces]]:
-    """Run detection on a worker thread, ``ahead`` frames in front of the consumer.
+def _detect_parallel(analyzer: Analyzer, frames: Iterable[Frame], workers: int) -> Iterator[tuple[Frame, Faces]]:
+    """Detect faces on up to ``workers`` frames at once, yielding ``(frame, faces)`` in frame order.
 
-    The worker's exception is re-raised here; stopping early drains and joins it.
+    Each worker thread has its own detector (OpenCV cascades are not thread-safe;
+    onnxruntime releases the GIL), and at most ``2 * workers`` frames are in flight,
+    so memory stays flat. A worker's exception is re-raised here; stopping early
+    cancels what is queued and joins the threads.
     """
-    q: queue.Queue = queue.Queue(maxsize=ahead)
-    stop = threading.Event()
-    done = object()
-    error: list[BaseException] = []
+    local = threading.local()
+    detectors: list[FaceDetector] = [analyzer.detector]
+    lock = threading.Lock()
 
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+    def detect(frame: Frame) -> Faces:
+        det = getattr(local, "detector", None)
+        if det is None:
+            with lock:
+                if detectors:
+                    det = detectors.pop()
+                else:
+                    det = analyzer.new_detector()
+                    analyzer.extra_detectors.append(det)
+            local.detector = det
+        return det.detect(frame.image)
 
-    def worker():
+    pending: deque = deque()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="emoreel-detect") as pool:
         try:
-            for fr in frames:
-                if not put((fr, analyzer.detect(fr))):
-                    return
-        except BaseException as e:
-            error.append(e)
+            for frame in frames:
+                pending.append((frame, pool.submit(detect, frame)))
+                if len(pending) >= 2 * workers:
+                    fr, fut = pending.popleft()
+                    yield fr, fut.result()
+            while pending:
+                fr, fut = pending.popleft()
+                yield fr, fut.result()
         finally:
-            put(done)
-
-    t = threading.Thread(target=worker, name="emoreel-detect", daemon=True)
-    t.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                break
-            yield item
-    finally:
-        stop.set()
-        while t.is_alive():
-            try:
-                q.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        t.join()
-    if error:
-        raise error[0]
+            for _, fut in pending:
+                fut.cancel()
 
 
 def iter_frames(analyzer: Analyzer, source: VideoSource) -> Iterator[tuple[Frame, list[Observation]]]:
-    """(frame, observations) for every frame of ``source``."""
-    if analyzer.options.threads >= 2:
-        for frame, faces in _detect_ahead(analyzer, source):
-            yield frame, analyzer.process(frame, faces)
-    else:
+    """(frame, observations) for every frame of ``source``; detection runs on ``threads`` workers."""
+    workers = max(1, analyzer.options.threads)
+    if workers == 1:
         for frame in source:
             yield frame, analyzer.process(frame)
+        return
+    for frame, faces in _detect_parallel(analyzer, source, workers):
+        yield frame, analyzer.process(frame, faces)
 
 
 def _open(source, o: AnalyzeOptions) -> VideoSource:

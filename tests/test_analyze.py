@@ -228,3 +228,16 @@ def test_parallel_path_writes_the_same_results_as_the_plain_one(example_video, t
     analyze_to_dir(example_video, a, AnalyzeOptions(threads=1))
     analyze_to_dir(example_video, b, AnalyzeOptions(threads=3))
     assert (a / "results.csv").read_bytes() == (b / "results.csv").read_bytes()
+
+
+def test_detect_every_k_tracks_in_between(example_video, tmp_path):
+    """Detecting every 5th frame still gives both faces in every frame, with the same two tracks."""
+    full = load_results(analyze_to_dir(example_video, tmp_path / "a", AnalyzeOptions()).out_dir)
+    fast = load_results(analyze_to_dir(example_video, tmp_path / "b", AnalyzeOptions(detect_every=5)).out_dir)
+    assert len(fast) == len(full) == 90
+    assert len(fast.track_ids()) == 2
+    # predicted boxes stay close to the detected ones (the faces move ~1 px per frame)
+    order = lambda r: np.lexsort((r.cols["track_id"], r.cols["frame"]))  # noqa: E731
+    dx = np.abs(full.cols["x"][order(full)] - fast.cols["x"][order(fast)]).reshape(-1, 2)
+    assert dx[10:].max() < 5  # once each track has a velocity (from its 2nd detection)
+    assert dx.max() < 12

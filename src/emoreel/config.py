@@ -38,6 +38,7 @@ class AnalyzeOptions:
     id_every: int = opt(5, "identity: embed each track at most once per this many frames (~100 ms per face)")
     id_min_face: int = opt(60, "identity: smallest face (pixels) that is matched; small blurred faces match strangers")
     only_known: bool = opt(False, "skip emotion work for faces not matched to a known person")
+    detect_every: int = opt(1, "run the detector on every Kth processed frame and move tracked faces in between (faster; changes results)")
     threads: int = opt(2, "worker threads (decode, detect and classify overlap)")
 
     def to_dict(self) -> dict:

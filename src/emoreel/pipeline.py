@@ -26,7 +26,7 @@ from .align import BLURRY, align_faces, frontal_gate, sharpness
 from .config import AnalyzeOptions
 from .detect import FaceDetector, create_detector
 from .emotion import EmotionModel
-from .errors import VideoOpenFailure
+from .errors import InputError, VideoOpenFailure
 from .results import ResultsWriter, prepare_output_dir, rewrite_persons
 from .smooth import EmotionSmoother
 from .track import Tracker
@@ -64,6 +64,10 @@ class Analyzer:
         self.tracker = Tracker(iou_threshold=o.track_iou, max_missed=o.track_max_missed)
         self.smoother = EmotionSmoother(self.model.classes, repeat=o.repeat, ema=o.ema)
         self.cuts = CutDetector(o.scene_cut)
+        self.processed = 0  # frames through process(), for detect_every
+        self._sync_detector: FaceDetector | None = None
+        if o.detect_every < 1:
+            raise InputError("--detect-every must be at least 1")
 
     def new_detector(self) -> FaceDetector:
         o = self.options
@@ -72,15 +76,30 @@ class Analyzer:
     def detect(self, frame: Frame) -> Faces:
         return self.detector.detect(frame.image)
 
+    def is_keyframe(self, n: int) -> bool:
+        """Whether the ``n``-th processed frame (from 0) runs the detector."""
+        return n % self.options.detect_every == 0
+
     def process(self, frame: Frame, faces: Faces | None = None) -> list[Observation]:
-        """All stages after detection for one frame (detects first when ``faces`` is None)."""
+        """All stages after detection for one frame.
+
+        ``faces`` are this frame's detections; when None, the frame is detected here, or,
+        between keyframes of ``detect_every``, its faces are predicted from the tracks
+        (a shot cut always triggers a real detection).
+        """
         o = self.options
-        if faces is None:
-            faces = self.detect(frame)
-        frontal_gate(faces, min_face=o.min_face, max_yaw=o.max_yaw, max_roll=o.max_roll)
-        if self.cuts.is_cut(frame.image):
+        n, self.processed = self.processed, self.processed + 1
+        cut = self.cuts.is_cut(frame.image)
+        if cut:
             self.tracker.reset()
-        self.tracker.update(faces, frame.index)
+        predicted = faces is None and not self.is_keyframe(n) and not cut
+        if predicted:
+            faces = self.tracker.predict_faces(frame.index)
+        elif faces is None:
+            faces = self._detect_sync(frame)
+        frontal_gate(faces, min_face=o.min_face, max_yaw=o.max_yaw, max_roll=o.max_roll)
+        if not predicted:
+            self.tracker.update(faces, frame.index)
         for tid in self.tracker.ended():
             self.smoother.forget(tid)
         matches, distances = [""] * len(faces), np.full(len(faces), np.nan)
@@ -101,6 +120,15 @@ class Analyzer:
             if len(keep):
                 faces.probs[idx[keep]] = self.model.predict([crops[k] for k in keep], tta=o.tta)
         return self._observations(frame, faces, matches, distances)
+
+    def _detect_sync(self, frame: Frame) -> Faces:
+        """Detect on the calling thread (its own detector when workers hold the main one)."""
+        if self.options.threads <= 1:
+            return self.detect(frame)
+        if self._sync_detector is None:
+            self._sync_detector = self.new_detector()
+            self.extra_detectors.append(self._sync_detector)
+        return self._sync_detector.detect(frame.image)
 
     def _observations(self, frame: Frame, faces: Faces, matches, distances) -> list[Observation]:
         classes = self.model.classes
@@ -137,8 +165,9 @@ class Analyzer:
             det.close()
 
 
-def _detect_parallel(analyzer: Analyzer, frames: Iterable[Frame], workers: int) -> Iterator[tuple[Frame, Faces]]:
-    """Detect faces on up to ``workers`` frames at once, yielding ``(frame, faces)`` in frame order.
+def _detect_parallel(analyzer: Analyzer, frames: Iterable[Frame], workers: int) -> Iterator[tuple[Frame, Faces | None]]:
+    """Detect faces on up to ``workers`` frames at once, yielding ``(frame, faces)`` in frame order
+    (``faces`` is None between keyframes of ``detect_every``).
 
     Each worker thread has its own detector (OpenCV cascades are not thread-safe;
     onnxruntime releases the GIL), and at most ``2 * workers`` frames are in flight,
@@ -164,17 +193,18 @@ def _detect_parallel(analyzer: Analyzer, frames: Iterable[Frame], workers: int) 
     pending: deque = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="emoreel-detect") as pool:
         try:
-            for frame in frames:
-                pending.append((frame, pool.submit(detect, frame)))
+            for n, frame in enumerate(frames):
+                pending.append((frame, pool.submit(detect, frame) if analyzer.is_keyframe(n) else None))
                 if len(pending) >= 2 * workers:
                     fr, fut = pending.popleft()
-                    yield fr, fut.result()
+                    yield fr, fut.result() if fut else None
             while pending:
                 fr, fut = pending.popleft()
-                yield fr, fut.result()
+                yield fr, fut.result() if fut else None
         finally:
             for _, fut in pending:
-                fut.cancel()
+                if fut:
+                    fut.cancel()
 
 
 def iter_frames(analyzer: Analyzer, source: VideoSource) -> Iterator[tuple[Frame, list[Observation]]]:

@@ -91,6 +91,8 @@ class Track:
     anchor: np.ndarray
     velocity: np.ndarray
     last_frame: int
+    landmarks: np.ndarray
+    score: float
     hits: int = 1
 
     def predict(self, frame_index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -153,15 +155,37 @@ class Tracker:
             a = self.velocity_smoothing if t.hits > 1 else 1.0
             t.velocity = a * measured + (1 - a) * t.velocity
             t.box, t.anchor, t.last_frame = faces.boxes[c].astype(np.float64), anchors[c], frame_index
+            t.landmarks, t.score = faces.landmarks[c].copy(), float(faces.scores[c])
             t.hits += 1
             ids[c] = t.id
         for c in np.flatnonzero(ids < 0):
-            t = Track(self._next_id, faces.boxes[c].astype(np.float64), anchors[c], np.zeros(4), frame_index)
+            t = Track(self._next_id, faces.boxes[c].astype(np.float64), anchors[c], np.zeros(4), frame_index,
+                      faces.landmarks[c].copy(), float(faces.scores[c]))  # fmt: skip
             self._next_id += 1
             self.tracks.append(t)
             ids[c] = t.id
         faces.track_ids = ids
         return ids
+
+    def predict_faces(self, frame_index: int) -> Faces:
+        """The faces of the latest detection moved to ``frame_index`` by each track's velocity.
+
+        Used between detections (``detect_every > 1``): boxes move and scale, landmarks follow the box.
+        """
+        if not self.tracks:
+            return Faces.empty()
+        latest = max(t.last_frame for t in self.tracks)
+        recent = [t for t in self.tracks if t.last_frame == latest]
+        boxes, lms = [], []
+        for t in recent:
+            b, _ = t.predict(frame_index)
+            sx = (b[2] - b[0]) / max(t.box[2] - t.box[0], 1e-6)
+            sy = (b[3] - b[1]) / max(t.box[3] - t.box[1], 1e-6)
+            lms.append((t.landmarks - t.box[:2]) * (sx, sy) + b[:2])
+            boxes.append(b)
+        faces = Faces(np.array(boxes), np.array([t.score for t in recent]), np.array(lms))
+        faces.track_ids = np.array([t.id for t in recent], np.int64)
+        return faces
 
     def reset(self) -> None:
         """End every track (at a shot cut); ids keep counting up."""

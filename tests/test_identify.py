@@ -96,6 +96,19 @@ def test_voting(embedder):
     assert ident.final_persons() == {1: "anna", 2: "ben"}
 
 
+def test_reidentification_links_an_unmatched_track_to_a_named_one(embedder):
+    g = Gallery(["anna"], np.eye(1, 128, dtype=np.float32))
+    ident = Identifier(g, tolerance=0.6, link_tolerance=0.45, embedder=embedder)
+    face = np.zeros(128, np.float32)
+    face[1] = 1.0
+    ident.record(1, "anna", 0.55, face)  # anna, barely matched
+    ident.record(2, "anna", 0.65, face + 0.01)  # the same face later, just over tolerance
+    stranger = np.zeros(128, np.float32)
+    stranger[2] = 1.0
+    ident.record(3, "anna", 0.9, stranger)
+    assert ident.final_persons() == {1: "anna", 2: "anna", 3: "unknown"}
+
+
 @pytest.mark.skipif(not (SHARED / "video" / "short_hamilton_clip.mp4").exists(), reason="../shared not present")
 def test_real_clip_names_singer_and_pianist(tmp_path):
     from emoreel.config import AnalyzeOptions

@@ -195,12 +195,13 @@ class Identifier:
     """
 
     def __init__(self, gallery: Gallery, tolerance: float = 0.6, every: int = 5, min_face: int = 60,
-                 min_sharpness: float = 20.0, embedder: Embedder | None = None):  # fmt: skip
+                 min_sharpness: float = 20.0, link_tolerance: float = 0.45, embedder: Embedder | None = None):  # fmt: skip
         self.gallery, self.tolerance, self.every = gallery, tolerance, every
-        self.min_face, self.min_sharpness = min_face, min_sharpness
+        self.min_face, self.min_sharpness, self.link_tolerance = min_face, min_sharpness, link_tolerance
         self.embedder = embedder or Embedder()
         self._last: dict[int, int] = {}
         self._votes: dict[int, list[tuple[str, float]]] = defaultdict(list)  # (name or "", distance)
+        self._sum: dict[int, np.ndarray] = {}  # per-track sum of embeddings, for re-identification
 
     def _quality(self, image: np.ndarray, box: np.ndarray) -> float:
         x1, y1, x2, y2 = (int(round(v)) for v in box)
@@ -225,21 +226,23 @@ class Identifier:
                 continue
             todo.append(i)
         if todo:
-            names, d = self.gallery.match(self.embedder.embed(image, faces.boxes[todo]))
-            for i, name, dist in zip(todo, names, d):
+            embs = self.embedder.embed(image, faces.boxes[todo])
+            names, d = self.gallery.match(embs)
+            for i, name, dist, emb in zip(todo, names, d, embs):
                 tid = int(faces.track_ids[i])
                 self._last[tid] = frame_index
-                matches[i], dists[i] = self.record(tid, name, float(dist)), float(dist)
+                matches[i], dists[i] = self.record(tid, name, float(dist), emb), float(dist)
         return matches, dists
 
-    def record(self, track_id: int, name: str, distance: float) -> str:
+    def record(self, track_id: int, name: str, distance: float, embedding: np.ndarray | None = None) -> str:
         """Count one embedding of a track as a vote; returns the name if within tolerance, else ""."""
+        if embedding is not None:
+            self._sum[track_id] = self._sum.get(track_id, 0) + embedding
         name = name if distance <= self.tolerance else ""
         self._votes[track_id].append((name, distance))
         return name
 
-    def person(self, track_id: int) -> str:
-        """The track's vote so far: a name, ``unknown`` (embedded, never matched) or "" (not embedded yet)."""
+    def _vote(self, track_id: int) -> str:
         votes = self._votes.get(track_id)
         if not votes:
             return ""
@@ -250,6 +253,32 @@ class Identifier:
         if not tally:
             return UNKNOWN
         return min(tally, key=lambda k: (-len(tally[k]), float(np.mean(tally[k]))))
+
+    def person(self, track_id: int) -> str:
+        """The track's person so far: a name, ``unknown`` (embedded, never matched) or "" (not embedded yet).
+
+        A name comes from the track's own votes or, failing that, from re-identification:
+        a named track whose mean embedding is within ``link_tolerance`` of this track's
+        (the same face seen again, e.g. after the detector lost it for a while).
+        """
+        own = self._vote(track_id)
+        if own != UNKNOWN or track_id not in self._sum:
+            return own
+        mine = self._mean(track_id)
+        best, best_d = UNKNOWN, self.link_tolerance
+        for tid in self._sum:
+            if tid == track_id:
+                continue
+            name = self._vote(tid)
+            if name in ("", UNKNOWN):
+                continue
+            d = float(np.linalg.norm(mine - self._mean(tid)))
+            if d <= best_d:
+                best, best_d = name, d
+        return best
+
+    def _mean(self, track_id: int) -> np.ndarray:
+        return self._sum[track_id] / len(self._votes[track_id])
 
     def final_persons(self) -> dict[int, str]:
         return {tid: self.person(tid) for tid in self._votes}

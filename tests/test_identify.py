@@ -126,3 +126,23 @@ def test_real_clip_names_singer_and_pianist(tmp_path):
     audience = (frames >= 211)
     assert not {"lin-manuel-miranda", "alex-lacamoire"} & set(persons[audience])
     assert not {"lin-manuel-miranda", "alex-lacamoire"} & set(c["match"][audience])
+
+
+def test_only_known_skips_emotion_for_unknown_faces(tmp_path):
+    from emoreel.config import AnalyzeOptions
+    from emoreel.pipeline import analyze_to_dir
+    from emoreel.results import load_results
+    from emoreel.sample import make_example_video
+
+    write(tmp_path / "people" / "collins.jpg", astronaut())
+    video = make_example_video(tmp_path / "v.mp4", frames=12)
+    # a tolerance nobody meets: every face stays unknown, so no emotion work is done
+    analyze_to_dir(video, tmp_path / "o", AnalyzeOptions(known_faces=str(tmp_path / "people"), tolerance=0.01, only_known=True, id_every=1))
+    c = load_results(tmp_path / "o").cols
+    assert len(c["frame"]) == 24
+    assert set(c["reject_reason"]) == {"unknown_person"} and set(c["emotion"]) == {""}
+    assert set(c["person"]) == {"unknown"}
+    # with a normal tolerance both astronauts are collins and are classified
+    analyze_to_dir(video, tmp_path / "o2", AnalyzeOptions(known_faces=str(tmp_path / "people"), only_known=True, id_every=1))
+    c = load_results(tmp_path / "o2").cols
+    assert set(c["person"]) == {"collins"} and (c["accepted"] == 1).all() and all(c["emotion"])

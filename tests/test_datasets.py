@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from emoreel.datasets import load_dataset, load_fer_csv, load_image_folder
+from emoreel.datasets import canonical_class, load_dataset, load_fer_csv, load_image_folder
 from emoreel.errors import DataError
 from emoreel.types import EMOTIONS
 
@@ -31,14 +31,31 @@ def test_kaggle_csv_splits_and_bad_rows(tmp_path):
         f"2,{pixels(50, 2000)},Training",  # not a square image
         f"1,{' '.join(['x'] * 2304)},Training",  # non-numeric
         f"9,{pixels(60)},Training",  # label out of range
+        "5,,Training",  # no pixels
+        "3",  # truncated row
+        f"2,{pixels(300)},Training",  # pixel value out of range
     ]
     p.write_text("\n".join(rows) + "\n")
     tr = load_fer_csv(p, "train")
-    assert len(tr) == 2 and tr.labels.tolist() == [3, 0] and tr.bad_files == 3
+    assert len(tr) == 2 and tr.labels.tolist() == [3, 0] and tr.bad_files == 6
     assert tr.images.shape == (2, 48, 48) and tr.images[0, 0, 0] == 10
     va = load_dataset(p, "val")
-    assert va.labels.tolist() == [6] and va.bad_files == 0
+    assert va.labels.tolist() == [6] and va.bad_files == 1  # the truncated row has no split: bad in every one
     assert load_dataset(p, "test").labels.tolist() == [4]
+    assert load_fer_csv(p, "PublicTest").labels.tolist() == [6]  # a raw Usage value works too
+
+
+def test_csv_without_usage_column_is_one_split(tmp_path):
+    p = tmp_path / "faces.csv"
+    p.write_text(f"emotion,pixels\n5,{pixels(7, 64 * 64)}\n1,{pixels(9)}\n")
+    data = load_dataset(p, "val")
+    assert data.labels.tolist() == [5, 1] and data.images.shape == (2, 48, 48)  # 64x64 resized to 48x48
+
+
+def test_synonyms():
+    for name, cls in [("Anger", "angry"), ("sadness", "sad"), ("Happiness", "happy"), (" Surprised ", "surprise")]:
+        assert canonical_class(name) == cls
+    assert canonical_class("contempt") is None
 
 
 def test_csv_without_columns(tmp_path):
@@ -48,13 +65,13 @@ def test_csv_without_columns(tmp_path):
         load_fer_csv(p)
 
 
-def make_tree(root: Path, split="train", classes=("Anger", "happiness", "sadness", "contempt"), per=3) -> Path:
+def make_tree(root: Path, split="train", classes=("Anger", "Happiness", "sadness", "contempt"), per=3) -> Path:
     for ci, cls in enumerate(classes):
         d = root / split / cls
         d.mkdir(parents=True)
         for k in range(per):
             cv2.imwrite(str(d / f"{k}.png"), np.full((64, 64), 40 * ci + k, np.uint8))  # resized to 48
-    (root / split / "happiness" / "broken.jpg").write_bytes(b"not an image")
+    (root / split / "Happiness" / "broken.jpg").write_bytes(b"not an image")
     return root
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 
+import cv2
 import numpy as np
 import pytest
 
@@ -12,8 +15,17 @@ torch = pytest.importorskip("torch")
 from emoreel.cli import main  # noqa: E402
 from emoreel.datasets import LabelledFaces  # noqa: E402
 from emoreel.emotion import EmotionModel, read_card, sha256_file  # noqa: E402
+from emoreel.errors import ModelError  # noqa: E402
 from emoreel.evaluate import evaluate  # noqa: E402
-from emoreel.train import TrainConfig, export_onnx, load_checkpoint, normalise, train  # noqa: E402
+from emoreel.train import (  # noqa: E402
+    TrainConfig,
+    data_from_command,
+    export_onnx,
+    load_checkpoint,
+    normalise,
+    train,
+)
+from emoreel.types import EMOTIONS  # noqa: E402
 
 
 def synthetic(n_per=40, seed=0) -> LabelledFaces:
@@ -33,6 +45,14 @@ def synthetic(n_per=40, seed=0) -> LabelledFaces:
 CFG = dict(widths=(8, 16), batch_size=32, lr=0.05, warmup_epochs=0.5, rotate_deg=3, scale=0.03, shift=0.02, erase_p=0, threads=1)
 
 
+def write_folder(root, data: LabelledFaces, split: str):
+    for i, (img, lab) in enumerate(zip(data.images, data.labels)):
+        d = root / split / EMOTIONS[lab]
+        d.mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(d / f"{i}.png"), img)
+    return root
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
@@ -47,54 +67,131 @@ def test_training_lowers_loss_and_checkpoints(trained):
     assert res.best_val_acc > 0.5  # chance is 1/7
     assert (out / "last.pt").exists() and (out / "best.pt").exists()
     hist = json.loads((out / "history.json").read_text())
-    assert len(hist["history"]) == 6
+    assert len(hist["history"]) == 6 and hist["command"] == "test"
+    best = torch.load(out / "best.pt", map_location="cpu", weights_only=False)
+    assert best["epoch"] + 1 == res.best_epoch and best["val_acc"] == res.best_val_acc
+    assert best["data"] == {"train": "synthetic", "n_train": 280, "val": "synthetic", "n_val": 70}
+    last = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == 5 and len(last["history"]) == 6
 
 
 def test_resume_continues_from_checkpoint(trained, tmp_path):
     out, res = trained
-    import shutil
-
     shutil.copytree(out, tmp_path / "r", dirs_exist_ok=True)
-    more = train(synthetic(), synthetic(10, seed=1), tmp_path / "r", TrainConfig(epochs=8, **CFG), resume=True)
+    more = train(synthetic(), synthetic(10, seed=1), tmp_path / "r", TrainConfig(epochs=8, **CFG), resume=True, command="again")
     assert [h.epoch for h in more.history] == list(range(1, 9))  # 6 from the checkpoint, 2 more
     assert [h.train_loss for h in more.history[:6]] == [h.train_loss for h in res.history]
+    ck = torch.load(tmp_path / "r" / "last.pt", map_location="cpu", weights_only=False)
+    assert ck["command"] == "test" and ck["resume_commands"] == ["again"]
 
 
-def test_onnx_export_matches_pytorch_and_card(trained, tmp_path):
-    out, _ = trained
+class Stop(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_exactly(tmp_path):
+    """Stopping after epoch 2 of 4 and resuming gives the same run as never stopping."""
+    cfg = TrainConfig(epochs=4, **{**CFG, "erase_p": 0.3})
+    tr, va = synthetic(12), synthetic(4, seed=1)
+    whole = train(tr, va, tmp_path / "whole", cfg)
+
+    def stop_after_2(entry, total):
+        if entry.epoch == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(tr, va, tmp_path / "cut", cfg, on_epoch=stop_after_2)
+    seen = []
+    resumed = train(tr, va, tmp_path / "cut", cfg, resume=True, on_epoch=lambda e, n: seen.append(e.epoch))
+    assert seen == [3, 4]  # only the missing epochs ran
+    for a, b in zip(whole.history, resumed.history):
+        assert (a.epoch, a.train_loss, a.train_acc, a.val_acc) == pytest.approx((b.epoch, b.train_loss, b.train_acc, b.val_acc), rel=1e-6)
+
+
+def test_onnx_export_matches_pytorch_logits_and_card(trained, tmp_path):
+    out, res = trained
     onnx_path = export_onnx(out / "best.pt", tmp_path / "m.onnx")
     card = read_card(onnx_path)
-    assert card["sha256"] == sha256_file(onnx_path)
-    assert card["classes"][3] == "happy" and card["input"]["size"] == [48, 48]
+    assert card["sha256"] == sha256_file(onnx_path) and card["file"] == "m.onnx"
+    assert card["classes"] == list(EMOTIONS) and card["input"]["size"] == [48, 48] and card["input"]["colour"] == "grey"
+    t = card["training"]
+    assert t["command"] == "test" and t["epochs_trained"] == res.best_epoch and t["data"]["train"] == "synthetic"
     model, _, _ = load_checkpoint(out / "best.pt")
     x = synthetic(3, seed=2).images
     with torch.no_grad():
-        ref = torch.softmax(model(normalise(torch.from_numpy(x))), 1).numpy()
-    got = EmotionModel(onnx_path).predict(list(x))
-    assert np.abs(ref - got).max() < 1e-4
+        ref = model(normalise(torch.from_numpy(x))).numpy()
+    runtime = EmotionModel(onnx_path)
+    inp = runtime.preprocess(list(x))  # the card's preprocessing is the training normalisation
+    assert np.abs(inp - normalise(torch.from_numpy(x)).numpy()).max() < 1e-6
+    logits = runtime.session.run(None, {runtime.input_name: inp})[0]
+    assert logits.shape == (21, 7) and np.abs(logits - ref).max() < 1e-4
+    probs = runtime.predict(list(x))
+    assert np.abs(probs - torch.softmax(torch.from_numpy(ref), 1).numpy()).max() < 1e-4
 
 
-def test_cli_export_then_evaluate_reproduces_card(trained, tmp_path, capsys, monkeypatch):
+def test_cli_export_then_evaluate_reproduces_card(trained, tmp_path, capsys):
     out, _ = trained
-    # a tiny image-folder dataset for the CLI
-    import cv2
-
     data = synthetic(5, seed=3)
-    from emoreel.types import EMOTIONS
-
-    for i, (img, lab) in enumerate(zip(data.images, data.labels)):
-        d = tmp_path / "ds" / "val" / EMOTIONS[lab]
-        d.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(d / f"{i}.png"), img)
+    ds = write_folder(tmp_path / "ds", data, "val")
     onnx_path = tmp_path / "m.onnx"
-    assert main(["export", str(out / "best.pt"), "-o", str(onnx_path), "--data", str(tmp_path / "ds")]) == 0
-    capsys.readouterr()
-    assert main(["evaluate", "--data", str(tmp_path / "ds"), "--model", str(onnx_path), "--json"]) == 0
+    assert main(["export", str(out / "best.pt"), "-o", str(onnx_path), "--data", str(ds)]) == 0
+    assert "val accuracy" in capsys.readouterr().out
+    card = read_card(onnx_path)
+    e = card["evaluation"]
+    assert e["split"] == "val" and e["data"] == "ds" and e["n"] == 35 and set(e["per_class_recall"]) == set(EMOTIONS)
+    assert card["sha256"] == sha256_file(onnx_path)
+    assert main(["evaluate", "--data", str(ds), "--model", str(onnx_path), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert {"accuracy", "n", "classes", "per_class", "confusion"} <= set(result)
-    assert result["accuracy"] == read_card(onnx_path)["evaluation"]["val_accuracy"]
+    assert result["accuracy"] == e["val_accuracy"] and result["confusion"] == e["confusion"]
     conf = np.array(result["confusion"])
     assert conf.sum() == result["n"] == 35
     assert np.trace(conf) / conf.sum() == pytest.approx(result["accuracy"], abs=1e-4)
-    direct = evaluate(onnx_path, data)
-    assert direct.accuracy == pytest.approx(result["accuracy"], abs=1e-4)
+    assert evaluate(onnx_path, data).accuracy == pytest.approx(result["accuracy"], abs=1e-4)
+
+
+def test_cli_export_errors_are_one_line(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "none.pt"), "-o", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"emoreel: error: checkpoint {tmp_path / 'none.pt'} not found"
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    assert main(["export", str(tmp_path / "junk.pt"), "-o", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not a readable emoreel checkpoint" in err
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_cli_train_resume_and_export(tmp_path, capsys, monkeypatch):
+    ds = write_folder(tmp_path / "ds", synthetic(6), "train")
+    write_folder(ds, synthetic(3, seed=1), "val")
+    run = tmp_path / "run"
+    common = ["train", "--data", str(ds), "--out", str(run), "--widths", "8,16", "--batch-size", "16", "--threads", "1"]
+    first = [*common, "--epochs", "1"]
+    monkeypatch.setattr(sys, "argv", ["emoreel", *first])
+    assert main(first) == 0
+    assert "epoch 1/1" in capsys.readouterr().err
+    second = [*common, "--resume", "--epochs", "2", "--export", str(tmp_path / "m.onnx")]
+    monkeypatch.setattr(sys, "argv", ["emoreel", *second])
+    assert main(second) == 0
+    captured = capsys.readouterr()
+    assert "epoch 1/" not in captured.err and "epoch 2/2" in captured.err  # continued at epoch 2
+    assert "val accuracy" in captured.out
+    hist = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in hist["history"]] == [1, 2] and hist["config"]["epochs"] == 2
+    card = read_card(tmp_path / "m.onnx")
+    t, e = card["training"], card["evaluation"]
+    assert t["command"] == "emoreel " + " ".join(first)
+    assert t["resume_commands"] == ["emoreel " + " ".join(second)]
+    assert t["data"]["train"] == f"{ds} [train]" and t["data"]["n_train"] == 42 and t["data"]["n_val"] == 21
+    assert e["split"] == "val" and e["n"] == 21 and t["epochs_trained"] in (1, 2)
+
+
+def test_data_from_command():
+    cmd = "emoreel train --data '../my data/fer.zip' --out r --train-split=train2 --resume"
+    assert data_from_command(cmd) == {"train": "../my data/fer.zip [train2]", "val": "../my data/fer.zip [val]"}
+    assert data_from_command("emoreel train --out r") == {} and data_from_command("'unbalanced") == {}
+
+
+def test_load_checkpoint_missing(tmp_path):
+    with pytest.raises(ModelError, match="not found"):
+        load_checkpoint(tmp_path / "x.pt")

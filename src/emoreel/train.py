@@ -14,8 +14,10 @@ import json
 import logging
 import math
 import os
+import pickle
 import platform
 import random
+import shlex
 import sys
 import time
 import warnings
@@ -26,7 +28,7 @@ import numpy as np
 
 from .datasets import LabelledFaces
 from .types import EMOTIONS
-from .errors import EmoreelError
+from .errors import EmoreelError, ModelError
 
 try:  # torch is an optional extra
     import torch
@@ -245,9 +247,12 @@ def train(
     crit = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
     gen = torch.Generator().manual_seed(cfg.seed)
     start_epoch, history, best = 0, [], (-1, -1.0)
+    data = {"train": train_data.source, "n_train": len(train_data), "val": val_data.source, "n_val": len(val_data)}
+    resume_commands: list[str] = []
     last = out / "last.pt"
     if resume and last.exists():
-        ck = torch.load(last, map_location=device, weights_only=False)
+        # on the CPU: the RNG states must stay CPU tensors; load_state_dict moves the rest to the model's device
+        ck = torch.load(last, map_location="cpu", weights_only=False)
         saved = TrainConfig(**{**asdict(cfg), **ck["config"]})
         if tuple(saved.widths) != tuple(cfg.widths):
             raise EmoreelError(f"{last}: checkpoint has widths {saved.widths}, not {cfg.widths}")
@@ -259,25 +264,31 @@ def train(
         start_epoch = ck["epoch"] + 1
         history = [EpochLog(**h) for h in ck["history"]]
         best = tuple(ck["best"])
+        resume_commands = list(ck.get("resume_commands", []))
+        if command and command != ck.get("command", command):
+            resume_commands.append(command)
         command = ck.get("command", command)
         log.info("resumed from %s at epoch %d", last, start_epoch)
-    x_train = torch.from_numpy(train_data.images)
-    y_train = torch.from_numpy(train_data.labels)
+    x_train = torch.from_numpy(train_data.images).to(device)  # uint8 on the device: no per-batch copies
+    y_train = torch.from_numpy(train_data.labels).to(device)
     n = len(y_train)
-    steps_per_epoch = n // cfg.batch_size
+    steps_per_epoch = max(1, n // cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         model.train()
         perm = torch.randperm(n, generator=gen)
-        tot_loss, correct, seen = 0.0, 0, 0
+        # summed on the device: no host sync per step
+        tot_loss = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        seen = 0
         for i in range(steps_per_epoch):
             step = epoch * steps_per_epoch + i
             lr = _lr_at(step, total, cfg.warmup_epochs * steps_per_epoch, cfg.lr)
             for g in opt.param_groups:
                 g["lr"] = lr
-            idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            xb = augment(normalise(x_train[idx]).to(device), cfg, gen)
+            idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size].to(device)
+            xb = augment(normalise(x_train[idx]), cfg, gen)
             yb = y_train[idx].to(device)
             if device == "cpu":
                 xb = xb.contiguous(memory_format=torch.channels_last)
@@ -286,18 +297,22 @@ def train(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            tot_loss += loss.item() * len(idx)
-            correct += int((logits.argmax(1) == yb).sum())
+            tot_loss += loss.detach().double() * len(idx)
+            correct += (logits.argmax(1) == yb).sum()
             seen += len(idx)
         val_logits = predict_logits(model, val_data.images, device)
         vl = torch.from_numpy(val_logits)
         val_loss = float(F.cross_entropy(vl, torch.from_numpy(val_data.labels)))
         val_acc = float((vl.argmax(1).numpy() == val_data.labels).mean())
-        entry = EpochLog(epoch + 1, tot_loss / seen, correct / seen, val_loss, val_acc, lr, time.perf_counter() - t0)
+        entry = EpochLog(epoch + 1, float(tot_loss) / seen, int(correct) / seen, val_loss, val_acc, lr, time.perf_counter() - t0)
         history.append(entry)
         if val_acc > best[1]:
             best = (epoch + 1, val_acc)
-            _atomic_torch_save({"model": model.state_dict(), "config": asdict(cfg), "epoch": epoch, "val_acc": val_acc, "command": command}, out / "best.pt")
+            _atomic_torch_save(
+                {"model": model.state_dict(), "config": asdict(cfg), "epoch": epoch, "val_acc": val_acc, "command": command,
+                 "resume_commands": resume_commands, "data": data},
+                out / "best.pt",
+            )
         _atomic_torch_save(
             {
                 "model": model.state_dict(),
@@ -309,10 +324,15 @@ def train(
                 "history": [asdict(h) for h in history],
                 "best": list(best),
                 "command": command,
+                "resume_commands": resume_commands,
+                "data": data,
             },
             last,
         )
-        (out / "history.json").write_text(json.dumps({"config": asdict(cfg), "command": command, "history": [asdict(h) for h in history]}, indent=1))
+        (out / "history.json").write_text(
+            json.dumps({"config": asdict(cfg), "command": command, "resume_commands": resume_commands, "data": data,
+                        "history": [asdict(h) for h in history]}, indent=1)
+        )
         if on_epoch:
             on_epoch(entry, cfg.epochs)
     return TrainResult(best[0], best[1], history, str(out / "best.pt"))
@@ -330,10 +350,15 @@ def checkpoint_epochs(out_dir: str | Path) -> int | None:
 def load_checkpoint(path: str | Path, device: str = "cpu"):
     """Return ``(model, config, checkpoint dict)`` from a ``best.pt``/``last.pt``."""
     require_torch()
-    ck = torch.load(path, map_location=device, weights_only=False)
-    cfg = TrainConfig(**ck["config"])
-    model = build_model(cfg)
-    model.load_state_dict(ck["model"])
+    try:
+        ck = torch.load(path, map_location=device, weights_only=False)
+        cfg = TrainConfig(**ck["config"])
+        model = build_model(cfg)
+        model.load_state_dict(ck["model"])
+    except FileNotFoundError:
+        raise ModelError(f"checkpoint {path} not found") from None
+    except (OSError, RuntimeError, EOFError, KeyError, TypeError, ValueError, AttributeError, pickle.UnpicklingError) as e:
+        raise ModelError(f"{path}: not a readable emoreel checkpoint ({type(e).__name__})") from None
     model.eval()
     return model, cfg, ck
 
@@ -386,7 +411,11 @@ def export_onnx(checkpoint: str | Path, onnx_path: str | Path, card_extra: dict 
         "architecture": {"type": "EmoNet (residual VGG-style CNN)", "widths": list(cfg.widths)},
         "training": {
             "command": ck.get("command", ""),
+            **({"resume_commands": ck["resume_commands"]} if ck.get("resume_commands") else {}),
+            "data": ck.get("data") or data_from_command(ck.get("command", "")),
             "epochs_trained": int(ck["epoch"]) + 1,
+            "epochs_planned": int(cfg.epochs),
+            "checkpoint_val_acc": round(float(ck["val_acc"]), 4) if "val_acc" in ck else None,
             "config": ck["config"],
             "torch": torch.__version__,
             "python": platform.python_version(),
@@ -400,4 +429,24 @@ def export_onnx(checkpoint: str | Path, onnx_path: str | Path, card_extra: dict 
 
 
 def command_line() -> str:
-    return " ".join(["emoreel", *sys.argv[1:]])
+    """This process's command line as ``emoreel ...``, shell-quoted so it can be run again."""
+    return shlex.join(["emoreel", *sys.argv[1:]])
+
+
+def data_from_command(command: str) -> dict:
+    """The training data named in an ``emoreel train`` command (checkpoints older than their ``data`` key)."""
+    try:
+        argv = shlex.split(command)
+    except ValueError:
+        return {}
+    opts = {"--data": None, "--train-split": "train", "--val-split": "val"}
+    for i, a in enumerate(argv):
+        key, eq, val = a.partition("=")
+        if key in opts:
+            if eq:
+                opts[key] = val
+            elif i + 1 < len(argv):
+                opts[key] = argv[i + 1]
+    if not opts["--data"]:
+        return {}
+    return {"train": f"{opts['--data']} [{opts['--train-split']}]", "val": f"{opts['--data']} [{opts['--val-split']}]"}

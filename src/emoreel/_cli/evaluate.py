@@ -18,13 +18,13 @@ def run(args) -> int:
     import sys
 
     from ..datasets import load_dataset
-    from ..evaluate import evaluate
+    from ..evaluate import evaluate, load_model
 
+    model = load_model(args.model)  # fails fast, before the data are read
     data = load_dataset(args.data, args.split)
-    if not args.json:
-        print(data.summary(), file=sys.stderr)
-    result = evaluate(args.model, data, tta=args.tta)
-    print(result.to_json() if args.json else result.text())
+    print(f"{model.name}: {data.summary()}", file=sys.stderr)
+    result = evaluate(model, data, tta=args.tta)
     if args.plot:
         result.plot_confusion(args.plot)
+    print(result.to_json() if args.json else result.text())
     return 0

@@ -29,7 +29,7 @@ def run(args) -> int:
     if not has_display():
         raise InputError("no display for a live window; record instead: emoreel analyze --camera N -o OUT, then emoreel annotate OUT")
     with open_source(args.camera) as src:
-        analyzer = Analyzer(AnalyzeOptions(detector=args.detector, known_faces=args.known_faces))
+        analyzer = Analyzer(AnalyzeOptions(detector=args.detector, known_faces=args.known_faces, threads=1))
         try:
             for frame in src:
                 obs = analyzer.process(frame)

@@ -102,6 +102,8 @@ def main() -> None:
     ap.add_argument("--heights", default="360,720,1080")
     ap.add_argument("--long-minutes", type=float, default=0)
     ap.add_argument("--long-every", type=int, default=1)
+    ap.add_argument("--peer-python", help="a Python with the `fer` package: time it on the same clip, as a ratio")
+    ap.add_argument("--detect-every", type=int, default=5, help="also time --detect-every K (reported separately)")
     args = ap.parse_args()
     tmp = Path(tempfile.gettempdir()) / "emoreel-bench"
     tmp.mkdir(exist_ok=True)
@@ -117,6 +119,23 @@ def main() -> None:
         for det in args.detectors.split(","):
             fps, rt, faces = analyze_fps(video, tmp / f"out_{h}_{det}", detector=det)
             print(f"| {h}p | {dec:.0f} | {det} | {fps:.1f} | {rt:.2f}x | {faces} |", flush=True)
+    if args.detect_every > 1:
+        print(f"\nwith --detect-every {args.detect_every} (detector on every {args.detect_every}th frame, tracks in between; changes results):\n")
+        print("| input | detector | analyze (frames/s) | real-time factor | faces |\n|---|---|---|---|---|")
+        for h in (int(x) for x in args.heights.split(",")):
+            video = tmp / f"clip_{h}p.mp4"
+            fps, rt, faces = analyze_fps(video, tmp / f"out_{h}_k", detect_every=args.detect_every)
+            print(f"| {h}p | centerface | {fps:.1f} | {rt:.2f}x | {faces} |", flush=True)
+    if args.peer_python:
+        import json
+        import subprocess
+
+        peer = json.loads(subprocess.run([args.peer_python, str(Path(__file__).with_name("bench_peer.py")), str(src)],
+                                         capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])  # fmt: skip
+        ours_fps, _, _ = analyze_fps(src, tmp / "out_peer_cmp")
+        print(f"\npeer `fer` (Haar + its mini-Xception, per-frame API) on {src.name}: {peer['fps']} frames/s, "
+              f"faces in {peer['frames_with_face']}/{peer['frames']} frames; emoreel (defaults) {ours_fps:.1f} frames/s: "
+              f"**{ours_fps / peer['fps']:.2f}x** the peer")
     print("\n| emotion model | ms per face |\n|---|---|")
     for b in (1, 8, 32):
         print(f"| batch {b}, 1 thread | {model_ms(b):.3f} |", flush=True)

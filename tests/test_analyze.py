@@ -241,3 +241,10 @@ def test_detect_every_k_tracks_in_between(example_video, tmp_path):
     dx = np.abs(full.cols["x"][order(full)] - fast.cols["x"][order(fast)]).reshape(-1, 2)
     assert dx[10:].max() < 5  # once each track has a velocity (from its 2nd detection)
     assert dx.max() < 12
+
+
+@pytest.mark.parametrize("flag, value", [("--repeat", "0"), ("--ema", "0"), ("--ema", "1.5"), ("--track-iou", "2")])
+def test_bad_smoothing_and_tracking_options(capsys, example_video, tmp_path, flag, value):
+    code, err = run_cli(capsys, "analyze", str(example_video), "-o", str(tmp_path / "o"), flag, value)
+    assert code != 0 and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists(), "refused before anything is written"

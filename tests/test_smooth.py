@@ -29,14 +29,20 @@ def test_repeater_suppresses_flicker_and_n1_passes_through():
 
 def test_ema_maths():
     e = EMA(0.25)
-    assert e.update([1.0, 0.0]).tolist() == [1.0, 0.0]
+    assert e.update([1.0, 0.0]).tolist() == [1.0, 0.0]  # the first update is the input
     assert e.update([0.0, 1.0]).tolist() == [0.75, 0.25]
     assert np.allclose(e.update([0.0, 1.0]), [0.5625, 0.4375])
+    assert EMA(1.0).update([0.2, 0.8]).tolist() == [0.2, 0.8]
+    with pytest.raises(ValueError, match="shape"):
+        e.update([1.0, 0.0, 0.0])
 
 
-@pytest.mark.parametrize("bad", [dict(repeat=0), dict(ema=0), dict(ema=1.5)])
-def test_bad_parameters(bad):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    "bad, match",
+    [(dict(repeat=0), "repeat"), (dict(repeat=1.5), "repeat"), (dict(ema=0), "alpha"), (dict(ema=1.5), "alpha")],
+)
+def test_bad_parameters(bad, match):
+    with pytest.raises(ValueError, match=match):
         EmotionSmoother(CLASSES, **bad)
 
 
@@ -53,9 +59,22 @@ def test_smoother_tracks_are_independent_and_forget_resets():
     assert label == "happy" and prob == pytest.approx(0.9)
     assert s.update(2, onehot("sad"))[0] == ""  # track 2 has its own repeater
     assert s.update(1, onehot("sad"))[0] == "happy"
+    assert s.update(2, onehot("sad"))[0] == "sad"
+    assert len(s) == 2
     s.forget(1)
+    s.forget(99)  # unknown ids are fine
+    assert len(s) == 1
     label, prob = s.update(1, onehot("sad"))
     assert label == "" and math.isnan(prob)
+
+
+def test_smoother_prob_is_the_ema_of_the_smoothed_label():
+    s = EmotionSmoother(CLASSES, repeat=1, ema=0.5)
+    assert s.update(3, onehot("happy", 0.9)) == ("happy", pytest.approx(0.9))
+    label, prob = s.update(3, onehot("sad", 0.7))  # EMA: happy 0.475, sad 0.358
+    assert label == "happy" and prob == pytest.approx(0.5 * 0.9 + 0.5 * 0.3 / 6)
+    label, prob = s.update(3, onehot("sad", 0.7))
+    assert label == "sad" and prob == pytest.approx(0.25 * 0.1 / 6 + 0.25 * 0.7 + 0.5 * 0.7)
 
 
 def test_smoother_ema_delays_a_single_outlier():
@@ -63,3 +82,16 @@ def test_smoother_ema_delays_a_single_outlier():
     for _ in range(5):
         s.update(7, onehot("neutral", 0.8))
     assert s.update(7, onehot("angry", 0.9))[0] == "neutral"  # one angry frame doesn't flip the EMA
+
+
+def test_smoother_ignores_unclassified_frames():
+    s = EmotionSmoother(CLASSES, repeat=2, ema=0.5)
+    nan = np.full(7, np.nan)
+    assert s.update(1, nan)[0] == "" and len(s) == 0
+    s.update(1, onehot("happy"))
+    s.update(1, onehot("happy"))
+    label, prob = s.update(1, nan)  # a NaN vector would otherwise poison the EMA for good
+    assert label == "happy" and prob == pytest.approx(0.9)
+    assert s.update(1, onehot("happy")) == ("happy", pytest.approx(0.9))
+    with pytest.raises(ValueError, match="7 probabilities"):
+        s.update(1, [0.5, 0.5])

@@ -61,8 +61,11 @@ class Analyzer:
 
             identifier = Identifier(Gallery.load(o.known_faces), tolerance=o.tolerance, every=o.id_every, min_face=o.id_min_face)
         self.identifier = identifier
-        self.tracker = Tracker(iou_threshold=o.track_iou, max_missed=o.track_max_missed)
-        self.smoother = EmotionSmoother(self.model.classes, repeat=o.repeat, ema=o.ema)
+        try:
+            self.tracker = Tracker(iou_threshold=o.track_iou, max_missed=o.track_max_missed)
+            self.smoother = EmotionSmoother(self.model.classes, repeat=o.repeat, ema=o.ema)
+        except ValueError as e:  # out-of-range --repeat / --ema / --track-iou ...
+            raise InputError(str(e)) from None
         self.cuts = CutDetector(o.scene_cut)
         self.processed = 0  # frames through process(), for detect_every
         self._sync_detector: FaceDetector | None = None
@@ -282,8 +285,8 @@ def analyze_to_dir(
     src = _open(source, o)
     own = analyzer is None
     try:
+        analyzer = analyzer or Analyzer(o)  # bad options and models fail before anything is written
         out = prepare_output_dir(out_dir, force)
-        analyzer = analyzer or Analyzer(o)
         info = src.info
         meta = {
             "emoreel_version": __version__,

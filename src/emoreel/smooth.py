@@ -10,6 +10,7 @@ Two classic tools, combined by :class:`EmotionSmoother`:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -18,8 +19,8 @@ class Repeater:
     """A label that changes only after ``n`` consecutive updates agree (``n=1``: no smoothing)."""
 
     def __init__(self, n: int = 3):
-        if int(n) < 1:
-            raise ValueError(f"repeat must be >= 1 (got {n})")
+        if isinstance(n, bool) or int(n) != n or n < 1:
+            raise ValueError(f"repeat must be an integer >= 1 (got {n})")
         self.n = int(n)
         self.stable = ""
         self._candidate = ""
@@ -37,7 +38,10 @@ class Repeater:
 
 
 class EMA:
-    """Exponential moving average; ``alpha`` is the weight of the newest value (1 = none)."""
+    """Exponential moving average of vectors; ``alpha`` is the weight of the newest (1 = none).
+
+    The first update returns its input; later ones ``alpha * x + (1 - alpha) * previous``.
+    """
 
     def __init__(self, alpha: float = 0.5):
         if not 0 < float(alpha) <= 1:
@@ -45,29 +49,54 @@ class EMA:
         self.alpha = float(alpha)
         self.value: np.ndarray | None = None
 
-    def update(self, x: np.ndarray) -> np.ndarray:
+    def update(self, x: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Fold in ``x`` (same shape every time, finite) and return the average."""
         x = np.asarray(x, np.float64)
+        if not np.isfinite(x).all():
+            raise ValueError("EMA input must be finite")
+        if self.value is not None and x.shape != self.value.shape:
+            raise ValueError(f"EMA input shape {x.shape} differs from {self.value.shape}")
         self.value = x.copy() if self.value is None else self.alpha * x + (1 - self.alpha) * self.value
         return self.value
 
 
 class EmotionSmoother:
-    """Per-track EMA of probabilities, whose argmax goes through a :class:`Repeater`."""
+    """Per-track EMA of probabilities, whose argmax goes through a :class:`Repeater`.
 
-    def __init__(self, classes: tuple[str, ...], repeat: int = 3, ema: float = 0.5):
+    ``classes`` name the probability columns; ``repeat`` and ``ema`` are the
+    :class:`Repeater` ``n`` and the :class:`EMA` ``alpha`` of every track.
+    """
+
+    def __init__(self, classes: Sequence[str], repeat: int = 3, ema: float = 0.5):
         Repeater(repeat), EMA(ema)  # validate now, not on the first face
+        if not len(classes):
+            raise ValueError("classes must not be empty")
         self.classes, self.repeat, self.ema = tuple(classes), int(repeat), float(ema)
         self._state: dict[int, tuple[EMA, Repeater]] = {}
 
-    def update(self, track_id: int, probs: np.ndarray) -> tuple[str, float]:
-        """Smoothed ``(label, probability)`` for this track after one more frame."""
-        ema, rep = self._state.get(track_id) or self._state.setdefault(track_id, (EMA(self.ema), Repeater(self.repeat)))
-        p = ema.update(probs)
-        label = rep.update(self.classes[int(np.argmax(p))])
-        return label, (float(p[self.classes.index(label)]) if label else math.nan)
+    def update(self, track_id: int, probs: Sequence[float] | np.ndarray) -> tuple[str, float]:
+        """Smoothed ``(label, probability)`` of this track after one more frame.
+
+        ``probability`` is the EMA probability of ``label`` (NaN while the label is "").
+        A vector with NaN (a face not classified) leaves the track's state as it was.
+        """
+        p = np.asarray(probs, np.float64)
+        if p.shape != (len(self.classes),):
+            raise ValueError(f"expected {len(self.classes)} probabilities, got shape {p.shape}")
+        if track_id not in self._state:
+            if not np.isfinite(p).all():
+                return "", math.nan
+            self._state[track_id] = (EMA(self.ema), Repeater(self.repeat))
+        ema, rep = self._state[track_id]
+        if np.isfinite(p).all():
+            rep.update(self.classes[int(np.argmax(ema.update(p)))])
+        label = rep.stable
+        return label, (float(ema.value[self.classes.index(label)]) if label else math.nan)
 
     def forget(self, track_id: int) -> None:
+        """Drop a track's state (when it ended); unknown ids are ignored."""
         self._state.pop(track_id, None)
 
     def __len__(self) -> int:
+        """Number of tracks with state."""
         return len(self._state)

@@ -21,7 +21,7 @@ import shlex
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -65,10 +65,15 @@ class TrainConfig:
     scale: float = 0.12
     shift: float = 0.10
     erase_p: float = 0.4
-    mixup_alpha: float = 0.0
     seed: int = 0
     size: int = 48
     threads: int = 0  # 0 = torch default
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """A config from a checkpoint, ignoring keys this version no longer has."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 if torch is not None:
@@ -253,7 +258,7 @@ def train(
     if resume and last.exists():
         # on the CPU: the RNG states must stay CPU tensors; load_state_dict moves the rest to the model's device
         ck = torch.load(last, map_location="cpu", weights_only=False)
-        saved = TrainConfig(**{**asdict(cfg), **ck["config"]})
+        saved = TrainConfig.from_dict({**asdict(cfg), **ck["config"]})
         if tuple(saved.widths) != tuple(cfg.widths):
             raise EmoreelError(f"{last}: checkpoint has widths {saved.widths}, not {cfg.widths}")
         cfg = replace(saved, epochs=cfg.epochs)  # everything from the checkpoint but the length of the run
@@ -352,7 +357,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu"):
     require_torch()
     try:
         ck = torch.load(path, map_location=device, weights_only=False)
-        cfg = TrainConfig(**ck["config"])
+        cfg = TrainConfig.from_dict(ck["config"])
         model = build_model(cfg)
         model.load_state_dict(ck["model"])
     except FileNotFoundError:

@@ -1,4 +1,4 @@
-"""extract / annotate on results with known labels, and end to end after a real analyze."""
+"""extract / annotate / live on results with known labels, and end to end after a real analyze."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from emoreel.video import open_source, read_frames
 
 FPS = Fraction(30)
 N = 60
+HAPPY_1 = list(range(10, 20)) + list(range(40, 45))  # track 1 (anna)
+HAPPY_2 = list(range(47, 53))  # track 2 (no name)
 
 
 def probs(name: str, p: float = 0.9) -> tuple[float, ...]:
@@ -28,27 +30,38 @@ def probs(name: str, p: float = 0.9) -> tuple[float, ...]:
     return tuple(v)
 
 
-def obs(frame, track, emotion, person="", x=20.0, prob=0.9):
+def obs(frame, track, emotion, person="", x=20.0, prob=0.9, sharp=None, accepted=True):
     return Observation(
         frame=frame, time_s=frame / 30, track_id=track, x=x, y=10, w=40, h=40, det_score=0.9,
-        eyes=(x + 12, 25, x + 28, 25), probs=probs(emotion, prob), emotion=emotion, emotion_smooth=emotion,
-        smooth_prob=prob, accepted=True, sharpness=100.0 + frame, person=person,
+        eyes=(x + 12, 25, x + 28, 25), probs=probs(emotion, prob) if accepted else (np.nan,) * 7,
+        emotion=emotion if accepted else "", emotion_smooth=emotion if accepted else "",
+        smooth_prob=prob if accepted else np.nan, accepted=accepted, reject_reason="" if accepted else "blurry",
+        sharpness=100.0 + frame if sharp is None else sharp, person=person,
     )  # fmt: skip
+
+
+def write_results(out: Path, video: Path, frames: dict[int, list[Observation]], n=N, **params) -> Path:
+    out.mkdir()
+    meta = {"input": {"path": str(video), "kind": "video", "width": 224, "height": 96, "fps": 30.0,
+                      "fps_fraction": "30", "frame_count": n},
+            "params": {"every": 1, "track_max_missed": 10, **params}}  # fmt: skip
+    with ResultsWriter(out, meta) as w:
+        for f in sorted(frames):
+            w.write_frame(frames[f])
+    return out
 
 
 @pytest.fixture
 def controlled(tmp_path) -> tuple[Path, Path]:
-    """60 numbered frames; track 1 (anna) happy on frames 10-19 and 40-44, else neutral; track 2 sad throughout."""
+    """60 numbered frames. Track 1 (anna) is happy on frames 10-19 and 40-44, else neutral;
+    track 2 (no name, prob 0.6) is sad, except happy on frames 47-52."""
     video = numbered_video(tmp_path / "v.mp4", n=N, fps=FPS)
-    out = tmp_path / "res"
-    out.mkdir()
-    meta = {"input": {"path": str(video), "kind": "video", "width": 224, "height": 96, "fps": 30.0,
-                      "frame_count": N}, "params": {"every": 1}}  # fmt: skip
-    with ResultsWriter(out, meta) as w:
-        for f in range(N):
-            happy = 10 <= f <= 19 or 40 <= f <= 44
-            w.write_frame([obs(f, 1, "happy" if happy else "neutral", "anna"), obs(f, 2, "sad", x=150.0, prob=0.6)])
-    return out, video
+    frames = {
+        f: [obs(f, 1, "happy" if f in HAPPY_1 else "neutral", "anna"),
+            obs(f, 2, "happy" if f in HAPPY_2 else "sad", x=150.0, prob=0.6)]
+        for f in range(N)
+    }  # fmt: skip
+    return write_results(tmp_path / "res", video, frames), video
 
 
 def cli(capsys, *args) -> tuple[int, str, str]:
@@ -58,75 +71,180 @@ def cli(capsys, *args) -> tuple[int, str, str]:
     return code, o.out, o.err.strip()
 
 
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+# ---- selection -------------------------------------------------------------------------------
+
+
+def test_selection_filters(controlled):
+    from emoreel.extract import Selection, select
+
+    res = load_results(controlled[0])
+    assert select(res, Selection("happy")).sum() == 21
+    assert select(res, Selection("happy", person="anna")).sum() == 15
+    assert select(res, Selection("happy", min_duration=0.3)).sum() == 10  # the 5- and 6-frame runs are too short
+    assert select(res, Selection("sad", min_prob=0.7)).sum() == 0  # smoothed prob 0.6
+    assert select(res, Selection("sad", raw=True, min_prob=0.55)).sum() == N - 6  # raw prob of "sad" 0.6
+    assert select(res, Selection("neutral", raw=True, min_prob=0.5)).sum() == N - 15
+    assert select(res, Selection("sad", start=1.0, end=1.5)).sum() == 16  # frames 30..45
+    assert select(res, Selection("happy", person="anna", tracks=(2,))).sum() == 0
+    assert select(res, Selection("happy", tracks=(2,))).sum() == 6
+
+
+def test_runs_break_on_other_emotions_and_bridge_tracker_gaps(tmp_path):
+    """every=2 and track_max_missed=3: a track may skip one processed frame (gap 4), not two (gap 6);
+    a frame seen with another emotion always ends a run; rejected frames are like missed ones."""
+    from emoreel.extract import Selection, continuity_gap, find_runs, select
+
+    video = numbered_video(tmp_path / "v.mp4", n=N, fps=FPS)
+    skip1, skip2, other, rejected = {10}, {30, 32}, 44, {50}
+    frames = {}
+    for f in range(0, N, 2):
+        if f in skip1 | skip2:
+            frames[f] = []
+        elif f in rejected:
+            frames[f] = [obs(f, 1, "happy", accepted=False)]
+        else:
+            frames[f] = [obs(f, 1, "neutral" if f == other else "happy")]
+    res = load_results(write_results(tmp_path / "res", video, frames, every=2, track_max_missed=3))
+    assert continuity_gap(res) == 4
+    runs = find_runs(res, select(res, Selection("happy")))
+    assert [(r.first_frame, r.last_frame) for r in runs] == [(0, 28), (34, 42), (46, 58)]
+    assert runs[0].duration_s == pytest.approx(30 / 30)  # frames 0..29: the last processed frame stands for 2
+    assert select(res, Selection("happy", min_duration=0.45)).sum() == len(runs[0].rows) + len(runs[2].rows)
+
+
+def test_segments_pad_and_merge_across_tracks():
+    from emoreel.extract import Run, segments
+
+    r = lambda t, a, b: Run(t, "", "happy", np.array([0]), a, b, a / 30, (b + 1) / 30)  # noqa: E731
+    segs = segments([r(1, 10, 20), r(2, 30, 40), r(1, 100, 110)], 30.0, 200, pad_s=0.0, merge_gap_s=0.5)
+    assert [(s.first, s.last, len(s.runs)) for s in segs] == [(10, 40, 2), (100, 110, 1)]
+    segs = segments([r(1, 2, 20), r(2, 190, 199)], 30.0, 200, pad_s=0.2, merge_gap_s=0.0)
+    assert [(s.first, s.last) for s in segs] == [(0, 26), (184, 199)]  # clipped to the video
+    assert [(s.first, s.last) for s in segments([r(1, 10, 20), r(2, 21, 30)], 30.0, 200, 0.0, 0.0)] == [(10, 30)]
+
+
+# ---- crops and sheet ------------------------------------------------------------------------------
+
+
 def test_crops_match_selection_and_manifest(controlled, tmp_path, capsys):
     res_dir, _ = controlled
-    code, out, _ = cli(capsys, "extract", res_dir, "--emotion", "happy", "-o", tmp_path / "x", "--sheet")
-    assert code == 0
+    code, out, _ = cli(capsys, "extract", res_dir, "--emotion", "happy", "-o", tmp_path / "x", "--sheet", "-q")
+    assert code == 0 and "21 crops" in out
     crops = sorted((tmp_path / "x" / "crops").iterdir())
-    assert len(crops) == 15  # frames 10-19 and 40-44 of track 1
-    with open(tmp_path / "x" / "manifest.csv") as fh:
-        manifest = list(csv.DictReader(fh))
+    assert len(crops) == 21 == len(HAPPY_1) + len(HAPPY_2)
+    manifest = read_csv(tmp_path / "x" / "manifest.csv")
     assert sorted(Path(r["file"]).name for r in manifest) == [c.name for c in crops]
-    assert {r["person"] for r in manifest} == {"anna"} and {r["emotion"] for r in manifest} == {"happy"}
-    assert [int(r["frame"]) for r in manifest] == list(range(10, 20)) + list(range(40, 45))
+    assert sorted((int(r["frame"]), int(r["track_id"])) for r in manifest) == sorted(
+        [(f, 1) for f in HAPPY_1] + [(f, 2) for f in HAPPY_2])  # fmt: skip
+    res = load_results(res_dir)
+    for r in manifest:  # each row points back at its results.csv row
+        i = int(r["row"])
+        assert (res.cols["frame"][i], res.cols["track_id"][i], res.cols["x"][i]) == (int(r["frame"]), int(r["track_id"]), float(r["x"]))
     assert crops[0].name == "t0000.333_f000010_track001_anna_happy_0.90.png"  # time order = name order
+    assert crops[-1].name == "t0001.733_f000052_track002_unknown_happy_0.60.png"
+    assert cv2.imread(str(crops[0])).shape == (112, 112, 3)
     sheet = cv2.imread(str(tmp_path / "x" / "sheet.png"))
-    assert sheet.shape[:2] == (2 * (112 + 18), 8 * 112)  # 15 crops -> 2 rows of 8
+    assert sheet.shape[:2] == (3 * (112 + 18), 8 * 112)  # 21 crops -> 3 rows of 8
 
 
 def test_best_k_per_track(controlled, tmp_path, capsys):
     res_dir, _ = controlled
-    assert cli(capsys, "extract", res_dir, "--emotion", "happy", "--best", "3", "-o", tmp_path / "x")[0] == 0
+    assert cli(capsys, "extract", res_dir, "--emotion", "happy", "--best", "3", "-o", tmp_path / "x", "--sheet")[0] == 0
     names = [p.name for p in (tmp_path / "x" / "crops").iterdir()]
-    assert len(names) == 3  # sharpness grows with the frame: the last 3 happy frames win
-    assert sorted(int(n.split("_f")[1][:6]) for n in names) == [42, 43, 44]
+    assert len(names) == 6  # 3 per track
+    frames = {t: sorted(int(n.split("_f")[1][:6]) for n in names if f"track{t:03d}" in n) for t in (1, 2)}
+    assert frames == {1: [42, 43, 44], 2: [50, 51, 52]}  # equal probabilities: the sharpest (latest) win
+    assert cv2.imread(str(tmp_path / "x" / "sheet.png")).shape[:2] == (112 + 18, 6 * 112)  # 1 row of 6
 
 
-def test_min_duration_and_filters(controlled):
-    from emoreel.extract import Selection, select
+def test_grey48_crops_and_native_size(controlled, tmp_path, capsys):
+    res_dir, _ = controlled
+    assert cli(capsys, "extract", res_dir, "--emotion", "happy", "--track", "2", "--grey48", "-o", tmp_path / "g")[0] == 0
+    crops = sorted((tmp_path / "g" / "crops").iterdir())
+    assert len(crops) == 6 and all(cv2.imread(str(c), cv2.IMREAD_UNCHANGED).shape == (48, 48) for c in crops)
+    assert cli(capsys, "extract", res_dir, "--emotion", "happy", "--track", "2", "--size", "0", "--margin", "0",
+               "-o", tmp_path / "n")[0] == 0  # fmt: skip
+    assert cv2.imread(str(next((tmp_path / "n" / "crops").iterdir()))).shape == (40, 40, 3)  # the 40x40 box itself
 
-    res = load_results(controlled[0])
-    assert select(res, Selection("happy", min_duration=0.3)).sum() == 10  # the 5-frame run (0.17 s) is dropped
-    assert select(res, Selection("sad", min_prob=0.7)).sum() == 0
-    assert select(res, Selection("sad", start=1.0, end=1.5)).sum() == 16  # frames 30..45
-    assert select(res, Selection("happy", person="anna", tracks=(2,))).sum() == 0
+
+# ---- clips and reel -------------------------------------------------------------------------------
 
 
 def test_clips_and_reel_are_frame_accurate(controlled, tmp_path, capsys):
     res_dir, _ = controlled
     reel = tmp_path / "reel.mp4"
     code, out, _ = cli(capsys, "extract", res_dir, "--emotion", "happy", "-o", tmp_path / "x", "--no-crops",
-                       "--clips", "--pad", "0.1", "--merge-gap", "0.2", "--reel", reel)  # fmt: skip
+                       "--clips", "--pad", "0.1", "--merge-gap", "0.2", "--reel", reel, "-q")  # fmt: skip
     assert code == 0
     clips = sorted((tmp_path / "x" / "clips").iterdir())
-    assert len(clips) == 2
-    expected = [list(range(7, 23)), list(range(37, 48))]  # runs padded by 3 frames each side
+    # runs padded by 3 frames: 10-19 -> 7..22; 40-44 -> 37..47 and track 2's 47-52 -> 44..55 overlap: one clip
+    expected = [list(range(7, 23)), list(range(37, 56))]
+    assert [c.name for c in clips] == ["clip_001_0.233-0.767.mp4", "clip_002_1.233-1.867.mp4"]
     for clip, frames in zip(clips, expected):
         with open_source(clip) as src:
             got = [level(f.image) for f in src]
-        assert len(got) == len(frames)
-        assert all(abs(a - b) <= 1 for a, b in zip(got, frames)) and got[0] == frames[0] and got[-1] == frames[-1]
+        assert got == frames
+    segs = read_csv(tmp_path / "x" / "segments.csv")
+    assert [(int(s["first_frame"]), int(s["last_frame"]), s["tracks"]) for s in segs] == [(7, 22, "1"), (37, 55, "1 2")]
+    assert [int(s["reel_first_frame"]) for s in segs] == [0, 16]
     with open_source(reel) as src:
-        assert sum(1 for _ in src) == 16 + 11
+        reel_frames = list(src)
+    assert len(reel_frames) == 16 + 19
+    # the reel's frames are the segments' frames in order (the caption sits on the bottom rows)
+    assert [level(f.image[:60]) for f in reel_frames] == expected[0] + expected[1]
 
 
-def test_segments_merge_across_tracks():
-    from emoreel.extract import Run, segments
+def test_reel_inside_the_output_folder(controlled, tmp_path, capsys):
+    res_dir, _ = controlled
+    out = tmp_path / "x"
+    code, _, _ = cli(capsys, "extract", res_dir, "--emotion", "happy", "--person", "anna", "-o", out, "--no-crops",
+                     "--reel", out / "reel.mp4", "-q")  # fmt: skip
+    assert code == 0 and (out / "reel.mp4").exists() and (out / "segments.csv").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
-    r = lambda t, a, b: Run(t, "", "happy", np.array([0]), a, b, a / 30, b / 30)  # noqa: E731
-    segs = segments([r(1, 10, 20), r(2, 30, 40), r(1, 100, 110)], 30.0, 200, pad_s=0.0, merge_gap_s=0.5)
-    assert [(s.first, s.last, len(s.runs)) for s in segs] == [(10, 40, 2), (100, 110, 1)]
+
+# ---- annotate -------------------------------------------------------------------------------------
+
+
+def box_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean difference along the top edge of track 1's box (x 20..60, y 10)."""
+    return float(np.abs(a[8:12, 20:60].astype(int) - b[8:12, 20:60].astype(int)).mean())
 
 
 def test_annotate_draws_on_every_frame(controlled, tmp_path, capsys):
     res_dir, video = controlled
     out = tmp_path / "ann.mp4"
     assert cli(capsys, "annotate", res_dir, "-o", out, "-q")[0] == 0
+    with open_source(out) as src:
+        assert src.info.frame_count == N and (src.info.width, src.info.height) == (224, 96)
     src = list(read_frames(video, [15]))[0].image
     ann = list(read_frames(out, [15]))[0].image
-    assert ann.shape == src.shape
-    box = np.abs(ann[8:12, 20:60].astype(int) - src[8:12, 20:60].astype(int)).mean()  # the top edge of track 1's box
-    assert box > 40
+    assert box_diff(ann, src) > 40
+    code, _, err = cli(capsys, "annotate", res_dir, "-o", out, "-q")
+    assert code != 0 and "--force" in err
+
+
+def test_annotate_holds_overlays_between_strided_frames(tmp_path, capsys):
+    """every=3 with faces on processed frames 0..12 only: frames 13, 14 hold frame 12's boxes;
+    from processed frame 15 (no faces) on, frames are copied unchanged."""
+    video = numbered_video(tmp_path / "v.mp4", n=30, fps=FPS)
+    frames = {f: [obs(f, 1, "happy")] if f <= 12 else [] for f in range(0, 30, 3)}
+    res_dir = write_results(tmp_path / "res", video, frames, n=30, every=3)
+    out = tmp_path / "ann.mp4"
+    assert cli(capsys, "annotate", res_dir, "-o", out, "-q")[0] == 0
+    idx = [12, 13, 14, 15, 16, 29]
+    src = {f.index: f.image for f in read_frames(video, idx)}
+    ann = {f.index: f.image for f in read_frames(out, idx)}
+    assert all(box_diff(ann[i], src[i]) > 40 for i in (12, 13, 14))
+    assert all(np.abs(ann[i].astype(int) - src[i].astype(int)).mean() < 3 for i in (15, 16, 29))
+
+
+# ---- bad input ------------------------------------------------------------------------------------
 
 
 def test_empty_selection_is_not_an_error(controlled, tmp_path, capsys):
@@ -136,9 +254,28 @@ def test_empty_selection_is_not_an_error(controlled, tmp_path, capsys):
 
 def test_unknown_names_list_valid_ones(controlled, tmp_path, capsys):
     code, _, err = cli(capsys, "extract", controlled[0], "--emotion", "joyful", "-o", tmp_path / "x")
-    assert code != 0 and "valid: angry, disgust" in err
+    assert code != 0 and "valid: angry, disgust, fear, happy, sad, surprise, neutral" in err
     code, _, err = cli(capsys, "extract", controlled[0], "--emotion", "happy", "--person", "bob", "-o", tmp_path / "x")
-    assert code != 0 and "anna" in err and len(err.splitlines()) == 1
+    assert code != 0 and "unknown person 'bob'" in err and "anna" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--min-prob", "1.5"], "--min-prob"),
+        (["--best", "0"], "--best"),
+        (["--pad", "-1"], "--pad"),
+        (["--start", "2", "--end", "1"], "--end"),
+        (["--no-crops"], "nothing to write"),
+        (["--no-crops", "--clips", "--sheet"], "--sheet"),
+        (["--margin", "-0.5"], "--margin"),
+    ],
+)
+def test_bad_option_values(controlled, tmp_path, capsys, args, message):
+    code, _, err = cli(capsys, "extract", controlled[0], "--emotion", "happy", "-o", tmp_path / "x", *args)
+    assert code != 0 and message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".x*"))
 
 
 def test_existing_output_and_video_checks(controlled, tmp_path, capsys):
@@ -148,14 +285,26 @@ def test_existing_output_and_video_checks(controlled, tmp_path, capsys):
     (out / "keep.txt").write_text("mine")
     code, _, err = cli(capsys, "extract", res_dir, "--emotion", "happy", "-o", out)
     assert code != 0 and "--force" in err and (out / "keep.txt").read_text() == "mine"
+    assert cli(capsys, "extract", res_dir, "--emotion", "happy", "-o", out, "--force", "-q")[0] == 0
+    assert not (out / "keep.txt").exists() and len(list((out / "crops").iterdir())) == 21
+    reel = tmp_path / "reel.mp4"
+    reel.write_text("not mine to replace")
+    code, _, err = cli(capsys, "extract", res_dir, "--emotion", "happy", "-o", tmp_path / "r", "--reel", reel)
+    assert code != 0 and "--force" in err and reel.read_text() == "not mine to replace"
+    code, _, err = cli(capsys, "extract", res_dir, "--emotion", "happy", "-o", tmp_path, "--force")
+    assert code != 0 and "would replace" in err and res_dir.exists()  # never replace the results themselves
     moved = tmp_path / "moved.mp4"
     shutil.move(video, moved)
     code, _, err = cli(capsys, "extract", res_dir, "--emotion", "happy", "-o", tmp_path / "y")
-    assert code != 0 and "--video" in err
-    assert cli(capsys, "extract", res_dir, "--emotion", "happy", "-o", tmp_path / "y", "--video", moved)[0] == 0
+    assert code != 0 and "not found" in err and "--video" in err
+    assert cli(capsys, "extract", res_dir, "--emotion", "happy", "-o", tmp_path / "y", "--video", moved, "-q")[0] == 0
+    assert len(list((tmp_path / "y" / "crops").iterdir())) == 21
     other = numbered_video(tmp_path / "other.mp4", n=20, fps=FPS)
     code, _, err = cli(capsys, "extract", res_dir, "--emotion", "happy", "-o", tmp_path / "z", "--video", other)
-    assert code != 0 and "does not match" in err and "20 frames" in err
+    assert code != 0 and "does not match" in err and "20 frames, results say 60" in err
+    other = numbered_video(tmp_path / "wide.mp4", n=N, fps=FPS, size=(256, 96))
+    code, _, err = cli(capsys, "annotate", res_dir, "-o", tmp_path / "z.mp4", "--video", other)
+    assert code != 0 and "size 256x96, results say 224x96" in err
     assert not (tmp_path / "z").exists() and not list(tmp_path.glob(".z*")), "nothing half-written"
 
 
@@ -168,6 +317,8 @@ def test_bad_results_folders(controlled, tmp_path, capsys):
     (bad / "run.json").write_text("{not json")
     code, _, err = cli(capsys, "extract", bad, "--emotion", "happy", "-o", tmp_path / "x")
     assert code != 0 and "corrupt" in err
+    code, _, err = cli(capsys, "annotate", bad, "-o", tmp_path / "a.mp4")
+    assert code != 0 and "corrupt" in err
     shutil.copy(res_dir / "run.json", bad / "run.json")
     text = (bad / "results.csv").read_text().replace("emotion_smooth", "label_smooth", 1)
     (bad / "results.csv").write_text(text)
@@ -178,20 +329,107 @@ def test_bad_results_folders(controlled, tmp_path, capsys):
     (bad / "run.json").write_text(json.dumps(meta))
     code, _, err = cli(capsys, "extract", bad, "--emotion", "happy", "-o", tmp_path / "x")
     assert code != 0 and "not supported" in err
+    meta = json.loads((res_dir / "run.json").read_text())
+    meta["input"] = {"path": "camera:0", "kind": "camera", "width": 224, "height": 96, "fps": 30.0, "frame_count": 0}
+    shutil.copy(res_dir / "results.csv", bad / "results.csv")
+    (bad / "run.json").write_text(json.dumps(meta))
+    code, _, err = cli(capsys, "annotate", bad, "-o", tmp_path / "a.mp4")
+    assert code != 0 and "camera" in err and "--video" in err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "a.mp4").exists()
 
 
-def test_end_to_end_after_real_analyze(tmp_path, capsys):
-    from emoreel.extract import Selection, select
+# ---- live -----------------------------------------------------------------------------------------
+
+
+def test_live_without_a_window_says_what_to_do(capsys, monkeypatch):
+    import emoreel.extract
+
+    monkeypatch.setattr(emoreel.extract, "gui_available", lambda: (False, "no display (DISPLAY is not set)"))
+    code, _, err = cli(capsys, "live", "--camera", "0")
+    assert code != 0 and len(err.splitlines()) == 1
+    assert "no display" in err and "emoreel analyze --camera 0 -o OUT" in err and "annotate" in err
+
+
+def test_live_missing_camera(capsys, monkeypatch):
+    import emoreel.extract
+
+    monkeypatch.setattr(emoreel.extract, "gui_available", lambda: (True, ""))
+    code, _, err = cli(capsys, "live", "--camera", "9")
+    assert code != 0 and "camera 9 is not available" in err.splitlines()[-1]
+
+
+# ---- end to end -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def analyzed(tmp_path_factory) -> tuple[Path, Path]:
     from emoreel.sample import make_example_video
 
-    video = make_example_video(tmp_path / "ex.mp4", frames=30)
-    assert main(["analyze", str(video), "-o", str(tmp_path / "r"), "-q"]) == 0
-    res = load_results(tmp_path / "r")
+    d = tmp_path_factory.mktemp("e2e")
+    video = make_example_video(d / "ex.mp4", frames=60)
+    assert main(["analyze", str(video), "-o", str(d / "r"), "-q"]) == 0
+    return d / "r", video
+
+
+def nearest_source_frame(img: np.ndarray, source: dict[int, np.ndarray], around: int) -> int:
+    """The source frame (of around-1..around+1) that ``img`` differs least from."""
+    cands = [i for i in (around - 1, around, around + 1) if i in source]
+    return min(cands, key=lambda i: np.abs(img.astype(int) - source[i].astype(int)).mean())
+
+
+def test_end_to_end_after_real_analyze(analyzed, tmp_path, capsys):
+    from emoreel.extract import Selection, find_runs, select
+
+    res_dir, video = analyzed
+    res = load_results(res_dir)
     labels = [e for e in res.cols["emotion_smooth"] if e]
+    assert labels, "the real run classified faces"
     top = max(set(labels), key=labels.count)
-    n = int(select(res, Selection(top)).sum())
-    code, out, _ = cli(capsys, "extract", tmp_path / "r", "--emotion", top, "-o", tmp_path / "x", "--reel", tmp_path / "reel.mp4")
-    assert code == 0
-    assert len(list((tmp_path / "x" / "crops").iterdir())) == n
-    with open_source(tmp_path / "reel.mp4") as src:
-        assert src.info.frame_count >= 1 and (src.info.width, src.info.height) == (640, 360)
+    sel = Selection(top, start=0.5, end=1.2)  # a time range puts the cut points mid-video
+    mask = select(res, sel)
+    n, runs = int(mask.sum()), find_runs(res, mask)
+    assert n > 0
+    out, reel = tmp_path / "x", tmp_path / "reel.mp4"
+    code, stdout, _ = cli(capsys, "extract", res_dir, "--emotion", top, "--start", 0.5, "--end", 1.2, "-o", out,
+                          "--sheet", "--clips", "--pad", 0.1, "--reel", reel, "-q")  # fmt: skip
+    assert code == 0, stdout
+    crops = sorted((out / "crops").iterdir())
+    assert len(crops) == n == len(read_csv(out / "manifest.csv"))
+    rows, cols = -(-n // min(8, n)), min(8, n)
+    assert cv2.imread(str(out / "sheet.png")).shape[:2] == (rows * (112 + 18), cols * 112)
+    # segments: frames 15..36 selected (0.5 s .. 1.2 s) padded by 3 frames
+    first, last = min(r.first_frame for r in runs) - 3, max(r.last_frame for r in runs) + 3
+    segs = read_csv(out / "segments.csv")
+    assert [(int(s["first_frame"]), int(s["last_frame"])) for s in segs] == [(first, last)] == [(12, 39)]
+    source = {f.index: f.image for f in read_frames(video, range(first - 1, last + 2))}
+    clip = next((out / "clips").iterdir())
+    with open_source(clip) as src:
+        got = [f.image for f in src]
+    assert len(got) == last - first + 1
+    assert nearest_source_frame(got[0], source, first) == first  # cut points match the source frames
+    assert nearest_source_frame(got[-1], source, last) == last
+    assert all(abs(nearest_source_frame(img, source, first + k) - (first + k)) <= 1 for k, img in enumerate(got))
+    with open_source(reel) as src:
+        assert sum(1 for _ in src) == last - first + 1
+        assert (src.info.width, src.info.height) == (640, 360)
+
+
+def test_annotate_and_live_frames_after_real_analyze(analyzed, tmp_path, capsys):
+    from emoreel.config import AnalyzeOptions
+    from emoreel.extract import live_frames
+    from emoreel.pipeline import Analyzer
+
+    res_dir, video = analyzed
+    out = tmp_path / "ann.mp4"
+    assert cli(capsys, "annotate", res_dir, "-o", out, "-q", "--timecode")[0] == 0
+    with open_source(out) as src:
+        assert src.info.frame_count == 60
+    analyzer = Analyzer(AnalyzeOptions(threads=1))
+    try:
+        with open_source(video, max_frames=3) as src:
+            shown = list(live_frames(src, analyzer))
+    finally:
+        analyzer.close()
+    assert len(shown) == 3 and all(len(obs) == 2 for _, obs, _ in shown)
+    frame, _, img = shown[-1]
+    assert img.shape == frame.image.shape and np.abs(img.astype(int) - frame.image.astype(int)).sum() > 0

@@ -2,38 +2,59 @@
 
 * :func:`select` turns a :class:`Selection` ("happy faces of Anna, prob >= 0.6,
   at least 1 s in a row") into a row mask over ``results.csv``;
-* :func:`find_runs` groups selected rows into continuous runs per track;
-* :func:`write_crops`, :func:`write_clips`, :func:`write_reel`, :func:`contact_sheet`
-  and :func:`annotate` write the files.
+* :func:`find_runs` groups selected rows into continuous runs per track, and
+  :func:`segments` turns runs into padded, merged frame ranges (clips);
+* :func:`write_crops`, :func:`contact_sheet`, :func:`write_segments` (clips and
+  the highlight reel) and :func:`annotate` write the files;
+* :func:`live_frames` runs the real pipeline on a source and yields drawn frames
+  (what ``emoreel live`` shows).
 
 Clips are cut by source frame index, never by seeking to a time: a segment
-``[a, b]`` holds exactly source frames ``a..b``.
+``[a, b]`` holds exactly source frames ``a..b``, decoded in one forward pass.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import logging
 import math
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
 
 from .align import align_face
 from .draw import draw_frame, text_box, timecode
-from .emotion import InputSpec, default_model_path, read_card
-from .errors import DataError, InputError, OutputError
+from .emotion import DEFAULT_EYES, InputSpec, default_model_path, read_card
+from .errors import DataError, InputError, ModelError, OutputError
 from .results import Results
-from .types import EMOTIONS, Observation
-from .video import VideoWriter, open_source, probe, read_frames
+from .types import EMOTIONS, Frame, Observation
+from .video import VideoWriter, exact_fps, open_source, probe, read_frames
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, "int | None"], None]
+
+
+# ---- selection ------------------------------------------------------------------------------
 
 
 @dataclass
 class Selection:
-    """Which observations to extract."""
+    """Which observations to extract.
+
+    ``min_prob`` applies to the selected emotion: the smoothed probability
+    (``smooth_prob``) for a smoothed selection, the raw probability of that
+    emotion for ``raw=True``. ``min_duration`` keeps only runs in which one track
+    holds the emotion at least that many seconds in a row (see :func:`find_runs`).
+    """
 
     emotion: str
     raw: bool = False  # per-frame label instead of the smoothed one
@@ -44,10 +65,23 @@ class Selection:
     end: float | None = None
     min_duration: float = 0.0  # seconds the track must hold the emotion in a row
 
+    def check(self) -> None:
+        """Raise :class:`InputError` for an unknown emotion or out-of-range numbers."""
+        if self.emotion not in EMOTIONS:
+            raise InputError(f"unknown emotion '{self.emotion}'; valid: {', '.join(EMOTIONS)}")
+        if not 0 <= self.min_prob <= 1:
+            raise InputError(f"--min-prob must be between 0 and 1 (got {self.min_prob})")
+        if not self.min_duration >= 0:
+            raise InputError(f"--min-duration must be >= 0 (got {self.min_duration})")
+        if self.start is not None and self.start < 0:
+            raise InputError(f"--start must be >= 0 (got {self.start})")
+        if self.start is not None and self.end is not None and self.end < self.start:
+            raise InputError(f"--end ({self.end}) must not be before --start ({self.start})")
+
 
 @dataclass
 class Run:
-    """Consecutive selected rows of one track."""
+    """Consecutive selected rows of one track (processed frames in a row holding the emotion)."""
 
     track_id: int
     person: str
@@ -56,7 +90,11 @@ class Run:
     first_frame: int
     last_frame: int
     start_s: float
-    end_s: float
+    end_s: float  # end of the last frame's interval: (last_frame + stride) / fps
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
 
 
 @dataclass
@@ -67,83 +105,144 @@ class Segment:
     last: int
     runs: list[Run] = field(default_factory=list)
 
-    def caption(self, fps: float) -> str:
-        who = sorted({r.person or f"track {r.track_id}" for r in self.runs})
-        emotions = sorted({r.emotion for r in self.runs})
-        return f"{timecode(self.first / fps)}  {', '.join(who)}  {'/'.join(emotions)}"
+    @property
+    def frames(self) -> int:
+        return self.last - self.first + 1
+
+    def who(self) -> str:
+        return ", ".join(sorted({r.person or f"track {r.track_id}" for r in self.runs}))
+
+    def emotions(self) -> str:
+        return "/".join(sorted({r.emotion for r in self.runs}))
+
+    def caption(self, time_s: float) -> str:
+        """The reel caption of a frame at ``time_s``: time, person(s), emotion."""
+        return f"{timecode(time_s)}  {self.who()}  {self.emotions()}"
 
 
 def stride(res: Results) -> int:
-    return int(res.meta.get("params", {}).get("every", 1) or 1)
+    """The analysis frame stride (``--every``) recorded in run.json."""
+    try:
+        return max(1, int(res.meta.get("params", {}).get("every", 1) or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def continuity_gap(res: Results) -> int:
+    """The largest frame distance between two rows of one track that still counts as continuous.
+
+    The tracker keeps a track alive ``track_max_missed`` source frames; with a stride
+    of ``every`` frames a track seen at frame ``f`` can next be seen at
+    ``f + every * (max_missed // every + 1)``. Gaps up to that are continuous.
+    """
+    step = stride(res)
+    try:
+        missed = max(0, int(res.meta.get("params", {}).get("track_max_missed", 0) or 0))
+    except (TypeError, ValueError):
+        missed = 0
+    return step * (missed // step + 1)
+
+
+def _label_prob(res: Results, emotion: str, raw: bool) -> tuple[np.ndarray, np.ndarray]:
+    c = res.cols
+    label = c["emotion"] if raw else c["emotion_smooth"]
+    prob = c[emotion] if raw else c["smooth_prob"]
+    return label, np.nan_to_num(prob, nan=0.0)
 
 
 def select(res: Results, sel: Selection) -> np.ndarray:
     """Boolean mask of the rows matching ``sel``; unknown emotion/person names raise :class:`InputError`."""
-    if sel.emotion not in EMOTIONS:
-        raise InputError(f"unknown emotion '{sel.emotion}'; valid: {', '.join(EMOTIONS)}")
+    sel.check()
     c = res.cols
     if sel.person is not None and sel.person not in res.persons():
         known = ", ".join(res.persons()) or "none (analyze with --known-faces to name people)"
         raise InputError(f"unknown person '{sel.person}'; people in these results: {known}")
-    if not 0 <= sel.min_prob <= 1:
-        raise InputError("--min-prob must be between 0 and 1")
-    label = c["emotion"] if sel.raw else c["emotion_smooth"]
-    prob = c[sel.emotion] if sel.raw else c["smooth_prob"]
-    mask = (c["accepted"] == 1) & (label == sel.emotion) & (np.nan_to_num(prob, nan=0.0) >= sel.min_prob)
+    label, prob = _label_prob(res, sel.emotion, sel.raw)
+    mask = (c["accepted"] == 1) & (label == sel.emotion) & (prob >= sel.min_prob)
     if sel.person is not None:
         mask &= c["person"] == sel.person
     if sel.tracks:
         mask &= np.isin(c["track_id"], list(sel.tracks))
     if sel.start is not None:
-        mask &= c["time_s"] >= sel.start
+        mask &= c["time_s"] >= sel.start - 1e-9
     if sel.end is not None:
-        mask &= c["time_s"] <= sel.end
+        mask &= c["time_s"] <= sel.end + 1e-9
     if sel.min_duration > 0:
         keep = np.zeros_like(mask)
         for run in find_runs(res, mask):
-            if run.end_s - run.start_s >= sel.min_duration:
+            if run.duration_s >= sel.min_duration - 1e-9:
                 keep[run.rows] = True
         mask = keep
     return mask
 
 
 def find_runs(res: Results, mask: np.ndarray, max_gap: int | None = None) -> list[Run]:
-    """Continuous runs of selected rows per track (a gap of more than ``max_gap`` frames splits a run).
+    """Continuous runs of selected rows per track, in time order.
 
-    ``max_gap`` defaults to twice the analysis stride, so one missed processed frame doesn't split a run.
-    The end time of a run includes its last frame's duration.
+    Within one track, a run ends where an accepted row of that track is *not*
+    selected (the face was seen with another emotion, or below ``min_prob``), or
+    where the next selected row is more than ``max_gap`` frames later (default:
+    :func:`continuity_gap`, the tracker's tolerance). Rejected rows (no emotion)
+    are treated like missed frames. Rows without a track (id < 0) are runs of one.
     """
     c = res.cols
     fps = res.fps or 1.0
     step = stride(res)
-    max_gap = max_gap or 2 * step
-    label = c["emotion_smooth"]
+    max_gap = continuity_gap(res) if max_gap is None else max_gap
     runs: list[Run] = []
-    idx = np.flatnonzero(mask)
-    for tid in np.unique(c["track_id"][idx]):
-        rows = idx[c["track_id"][idx] == tid]
+    sel_idx = np.flatnonzero(mask)
+    if not len(sel_idx):
+        return runs
+    considered = mask | (c["accepted"] == 1)  # rejected, unselected rows neither count nor break
+    tids = c["track_id"]
+
+    def make(part: np.ndarray, tid: int) -> Run:
+        f0, f1 = int(c["frame"][part[0]]), int(c["frame"][part[-1]])
+        first = part[0]
+        emotion = str(c["emotion_smooth"][first] if c["emotion_smooth"][first] else c["emotion"][first])
+        return Run(tid, str(c["person"][first]), emotion, part, f0, f1, f0 / fps, (f1 + step) / fps)
+
+    for tid in np.unique(tids[sel_idx]):
+        if tid < 0:
+            runs += [make(np.array([i]), int(tid)) for i in sel_idx[tids[sel_idx] == tid]]
+            continue
+        rows = np.flatnonzero(considered & (tids == tid))
         rows = rows[np.argsort(c["frame"][rows], kind="stable")]
+        selected = mask[rows]
         frames = c["frame"][rows]
-        breaks = np.flatnonzero(np.diff(frames) > max_gap) + 1
-        for part in np.split(rows, breaks):
-            f0, f1 = int(c["frame"][part[0]]), int(c["frame"][part[-1]])
-            runs.append(Run(int(tid), str(c["person"][part[0]]), str(label[part[0]] or c["emotion"][part[0]]),
-                            part, f0, f1, f0 / fps, (f1 + step) / fps))  # fmt: skip
+        # a new run starts at a selected row whose predecessor is unselected, absent or too far back
+        prev_sel = np.concatenate(([False], selected[:-1]))
+        gap = np.concatenate(([max_gap + 1], np.diff(frames)))
+        start = selected & (~prev_sel | (gap > max_gap))
+        run_id = np.cumsum(start)
+        for k in np.unique(run_id[selected]):
+            runs.append(make(rows[selected & (run_id == k)], int(tid)))
     runs.sort(key=lambda r: (r.first_frame, r.track_id))
     return runs
 
 
-def segments(runs: list[Run], fps: float, frame_count: int, pad_s: float = 0.5, merge_gap_s: float = 1.0) -> list[Segment]:
-    """Padded runs as frame ranges; ranges closer than ``merge_gap_s`` (any tracks) are merged."""
+def segments(
+    runs: list[Run], fps: float, frame_count: int, pad_s: float = 0.5, merge_gap_s: float = 1.0, step: int = 1
+) -> list[Segment]:
+    """Padded runs as source frame ranges; ranges (of any tracks) closer than ``merge_gap_s`` are merged.
+
+    A run's last processed frame stands for ``step`` source frames (``--every``), so it
+    reaches ``last_frame + step - 1`` before padding. Ranges are clipped to the video.
+    """
+    if not pad_s >= 0 or not merge_gap_s >= 0:
+        raise InputError("--pad and --merge-gap must be >= 0")
+    fps = float(fps) or 1.0
     pad, gap = int(round(pad_s * fps)), int(round(merge_gap_s * fps))
     last_frame = frame_count - 1 if frame_count else None
     out: list[Segment] = []
-    for r in sorted(runs, key=lambda r: r.first_frame):
+    for r in sorted(runs, key=lambda r: (r.first_frame, r.track_id)):
         a = max(r.first_frame - pad, 0)
-        b = r.last_frame + pad
+        b = r.last_frame + step - 1 + pad
         if last_frame is not None:
             b = min(b, last_frame)
-        if out and a - out[-1].last <= gap:
+            if a > b:
+                continue
+        if out and a - out[-1].last - 1 <= gap:  # frames between them <= gap (overlaps always merge)
             out[-1].last = max(out[-1].last, b)
             out[-1].runs.append(r)
         else:
@@ -155,36 +254,71 @@ def segments(runs: list[Run], fps: float, frame_count: int, pad_s: float = 0.5, 
 
 
 def resolve_video(res: Results, video: str | Path | None = None) -> Path:
-    """The analyzed video: from run.json, or ``video`` if it moved; refused if it doesn't match."""
-    inp = res.meta.get("input", {})
-    if inp.get("kind") == "camera":
-        raise InputError("these results come from a camera: there is no video to cut from")
-    path = Path(video) if video else Path(inp.get("path", ""))
+    """The analyzed video: from run.json, or ``video`` if it moved; refused if it doesn't match.
+
+    Width and height must be equal, the frame count within 2 (containers round), and the
+    frame rate equal (times in results.csv are ``frame / fps``).
+    """
+    inp = res.meta.get("input", {}) or {}
+    kind = inp.get("kind")
+    if kind == "camera" and not video:
+        raise InputError("these results come from a camera: there is no video file (give a recording with --video PATH)")
+    if video:
+        path = Path(video)
+    elif inp.get("path"):
+        path = Path(inp["path"])
+    else:
+        raise InputError(f"{res.dir / 'run.json'} names no input video; give it with --video PATH")
     if not path.exists():
         hint = "" if video else " (use --video PATH if it moved)"
         raise InputError(f"source video {path} not found{hint}")
-    if inp.get("kind") == "images":
-        return path
     info = probe(path)
     diffs = []
     if (info.width, info.height) != (inp.get("width"), inp.get("height")):
         diffs.append(f"size {info.width}x{info.height}, results say {inp.get('width')}x{inp.get('height')}")
     n = inp.get("frame_count") or 0
-    if n and abs(info.frame_count - n) > 2:
+    if kind != "camera" and n and abs(info.frame_count - n) > 2:
         diffs.append(f"{info.frame_count} frames, results say {n}")
+    want_fps = _results_fps(res)
+    if kind == "video" and want_fps and info.fps and abs(float(info.fps) - float(want_fps)) > 0.01:
+        diffs.append(f"{float(info.fps):.3f} fps, results say {float(want_fps):.3f}")
     if diffs:
         raise InputError(f"{path} does not match these results: {'; '.join(diffs)}")
     return path
 
 
+def _results_fps(res: Results) -> Fraction:
+    inp = res.meta.get("input", {}) or {}
+    try:
+        return Fraction(str(inp["fps_fraction"]))
+    except (KeyError, ValueError, ZeroDivisionError):
+        return exact_fps(res.fps)
+
+
 # ---- outputs ------------------------------------------------------------------------------
 
 
-class OutputDir:
-    """Write into a hidden temporary folder, then move it to ``path`` on success (never half-written)."""
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
 
-    def __init__(self, path: str | Path, force: bool = False):
+
+class OutputDir:
+    """Write into a hidden temporary folder beside ``path``, moved into place only on success.
+
+    An existing non-empty ``path`` is refused without ``force`` (and replaced as a
+    whole with it). ``protect`` lists paths (the results folder, the video) that
+    ``path`` must not be or contain.
+    """
+
+    def __init__(self, path: str | Path, force: bool = False, protect: tuple[Path, ...] = ()):
         self.path = Path(path)
+        for p in protect:
+            if _inside(Path(p), self.path):
+                raise OutputError(f"output folder {self.path} would replace {p}; choose another folder")
         if self.path.exists() and not self.path.is_dir():
             raise OutputError(f"output {self.path} exists and is not a folder")
         if self.path.exists() and any(self.path.iterdir()) and not force:
@@ -203,21 +337,29 @@ class OutputDir:
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
-        if self.path.exists():
-            old = self.path.with_name(f".{self.path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(self.path, old)
-            os.replace(self.tmp, self.path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self.tmp, self.path)
+        try:
+            if self.path.exists():
+                old = self.path.with_name(f".{self.path.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(self.path, old)
+                os.replace(self.tmp, self.path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(self.tmp, self.path)
+        except OSError as e:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise OutputError(f"cannot move the output into {self.path}: {e.strerror}") from None
 
 
 def best_per_track(res: Results, mask: np.ndarray, k: int, raw: bool = False, emotion: str = "") -> np.ndarray:
     """The ``k`` best selected rows of each track.
 
-    Ranked by probability, discounted when blurrier than the track's median sharpness; ties go to the sharper.
+    Score = probability of the selected emotion (smoothed, or raw with ``raw``) times
+    ``min(1, sharpness / the track's median sharpness)``: blurrier-than-usual crops are
+    discounted, sharper ones are not boosted past their probability. Ties go to the sharper.
     """
+    if k < 1:
+        raise InputError("--best must be at least 1")
     c = res.cols
     out = np.zeros_like(mask)
     prob = np.nan_to_num(c[emotion] if raw and emotion else c["smooth_prob"])
@@ -226,132 +368,253 @@ def best_per_track(res: Results, mask: np.ndarray, k: int, raw: bool = False, em
         sharp = np.nan_to_num(c["sharpness"][rows])
         med = float(np.median(sharp)) or 1.0
         score = prob[rows] * np.minimum(1.0, sharp / med)
-        out[rows[np.lexsort((-sharp, -score))[:k]]] = True  # ties go to the sharper crop
+        out[rows[np.lexsort((-sharp, -score))[:k]]] = True
     return out
 
 
+def _safe(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", name).strip("._") or "unknown"
+
+
 def crop_name(o: Observation, emotion: str, prob: float) -> str:
-    person = (o.person or "unknown").replace(os.sep, "_").replace(" ", "_")
-    return f"t{o.time_s:08.3f}_f{o.frame:06d}_track{o.track_id:03d}_{person}_{emotion}_{prob:.2f}.png"
+    """``t0001.233_f000037_track003_anna_happy_0.92.png``: sorts by time, says who and what."""
+    return f"t{o.time_s:08.3f}_f{o.frame:06d}_track{o.track_id:03d}_{_safe(o.person)}_{emotion}_{prob:.2f}.png"
 
 
 def _box_crop(img: np.ndarray, o: Observation, margin: float, size: int | None) -> np.ndarray:
+    """A square around the face box, ``margin`` (fraction of the box side) added each side."""
     cx, cy = o.x + o.w / 2, o.y + o.h / 2
-    side = max(o.w, o.h) * (1 + 2 * margin)
-    x1, y1 = int(round(cx - side / 2)), int(round(cy - side / 2))
-    s = int(round(side))
+    s = max(1, int(round(max(o.w, o.h) * (1 + 2 * margin))))
+    x1, y1 = int(round(cx - s / 2)), int(round(cy - s / 2))
     pad = max(0, -x1, -y1, x1 + s - img.shape[1], y1 + s - img.shape[0])
     if pad:
         img = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
         x1, y1 = x1 + pad, y1 + pad
     crop = img[y1 : y1 + s, x1 : x1 + s]
-    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA) if size else crop
+    if size:
+        interp = cv2.INTER_AREA if s > size else cv2.INTER_LINEAR
+        crop = cv2.resize(crop, (size, size), interpolation=interp)
+    return crop
+
+
+def training_spec(res: Results | None = None, size: int = 48) -> InputSpec:
+    """A grey ``size`` x ``size`` spec with the eye template of the model that made ``res``.
+
+    The card beside run.json's model path is used when it is still there, else the
+    shipped model's card, else the generic template.
+    """
+    candidates = []
+    path = ((res.meta.get("model") or {}).get("path") if res is not None else None) or None
+    if path:
+        candidates.append(Path(path))
+    candidates.append(default_model_path())
+    for p in candidates:
+        try:
+            spec = InputSpec.from_card(read_card(p))
+            return dataclasses.replace(spec, width=size, height=size, colour="grey")
+        except (ModelError, OSError, KeyError, TypeError, ValueError):
+            continue
+    return InputSpec(size, size, "grey", "NCHW", 1 / 255, (0.0,), (1.0,), DEFAULT_EYES)
+
+
+@dataclass
+class Crop:
+    """One written crop: its file, the source row and a thumbnail for the contact sheet."""
+
+    path: Path
+    row: int
+    obs: Observation
+    prob: float
+    thumb: np.ndarray
+
+
+MANIFEST_COLUMNS = ("file", "row", "frame", "time_s", "track_id", "person", "emotion", "prob",
+                    "x", "y", "w", "h", "sharpness")  # fmt: skip
 
 
 def write_crops(
     res: Results, mask: np.ndarray, video: Path, out_dir: Path, emotion: str, raw: bool = False,
-    margin: float = 0.25, size: int | None = 112, grey48: bool = False,
-) -> list[tuple[Path, Observation, np.ndarray]]:  # fmt: skip
-    """One PNG per selected row, plus ``manifest.csv``; returns ``(path, observation, image)`` per crop."""
-    spec = InputSpec.from_card(read_card(default_model_path())) if grey48 else None
+    margin: float | None = None, size: int | None = 112, grey48: bool = False, thumb: int = 112,
+) -> list[Crop]:  # fmt: skip
+    """One PNG per selected row in ``out_dir/crops``, plus ``out_dir/manifest.csv``.
+
+    Colour crops are squares around the face box (``margin`` default 0.25 of the box
+    side each way), resized to ``size`` (None = native). ``grey48`` crops are aligned
+    by the eyes to the model's eye template at 48x48 grey, like the training data
+    (``margin`` default: the analysis' own ``--margin``). The manifest's ``row`` is the
+    0-based data row of results.csv. Frames are read in one ascending pass.
+    """
+    if margin is not None and not margin >= 0:
+        raise InputError(f"--margin must be >= 0 (got {margin})")
+    if size is not None and size < 0:
+        raise InputError(f"--size must be >= 0 (got {size})")
+    spec = training_spec(res) if grey48 else None
+    if margin is None:
+        margin = float(res.meta.get("params", {}).get("margin", 0.0) or 0.0) if grey48 else 0.25
     by_frame: dict[int, list[tuple[int, Observation]]] = {}
     for i, o in zip(np.flatnonzero(mask), res.rows(mask)):
         by_frame.setdefault(o.frame, []).append((int(i), o))
     crops_dir = out_dir / "crops"
     crops_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    with open(out_dir / "manifest.csv", "w", newline="") as fh:
+    written: list[Crop] = []
+    with open(out_dir / "manifest.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh, lineterminator="\n")
-        w.writerow(["file", "row", "frame", "time_s", "track_id", "person", "emotion", "prob", "x", "y", "w", "h"])
+        w.writerow(MANIFEST_COLUMNS)
         for frame in read_frames(video, sorted(by_frame)):
-            for i, o in by_frame[frame.index]:
+            for i, o in sorted(by_frame[frame.index], key=lambda t: t[1].track_id):
                 prob = o.probs[EMOTIONS.index(emotion)] if raw else o.smooth_prob
-                if grey48 and not any(math.isnan(v) for v in o.eyes):
-                    img = align_face(frame.image, o.eyes[:2], o.eyes[2:], spec, margin=0.0)
+                if grey48:
+                    if not any(math.isnan(v) for v in o.eyes):
+                        img = align_face(frame.image, o.eyes[:2], o.eyes[2:], spec, margin=margin)
+                    else:
+                        img = _box_crop(frame.image, o, margin, 48)
                     img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-                elif grey48:
-                    img = cv2.cvtColor(_box_crop(frame.image, o, 0.0, 48), cv2.COLOR_BGR2GRAY)
                 else:
-                    img = _box_crop(frame.image, o, margin, size)
+                    img = _box_crop(frame.image, o, margin, size or None)
                 path = crops_dir / crop_name(o, emotion, prob)
                 if not cv2.imwrite(str(path), img):
                     raise OutputError(f"cannot write {path}")
                 w.writerow([f"crops/{path.name}", i, o.frame, f"{o.time_s:.6f}", o.track_id, o.person, emotion,
-                            f"{prob:.4f}", f"{o.x:.1f}", f"{o.y:.1f}", f"{o.w:.1f}", f"{o.h:.1f}"])  # fmt: skip
-                written.append((path, o, img))
+                            f"{prob:.4f}", f"{o.x:.1f}", f"{o.y:.1f}", f"{o.w:.1f}", f"{o.h:.1f}",
+                            "" if math.isnan(o.sharpness) else f"{o.sharpness:.1f}"])  # fmt: skip
+                small = cv2.resize(img, (thumb, thumb), interpolation=cv2.INTER_AREA)
+                written.append(Crop(path, i, o, float(prob), small))
     missing = int(mask.sum()) - len(written)
     if missing:
         raise DataError(f"{video} ended before frame {max(by_frame)}; {missing} crops could not be cut")
     return written
 
 
-def contact_sheet(crops: list[tuple[Path, Observation, np.ndarray]], path: Path, cols: int = 8, tile: int = 112) -> tuple[int, int]:
-    """A grid PNG of the crops with a caption under each; returns ``(rows, cols)``."""
+SHEET_CAPTION_PX = 18
+
+
+def contact_sheet(crops: list[Crop], path: Path, cols: int = 8, tile: int = 112) -> tuple[int, int]:
+    """A grid PNG of the crops (time order), a caption under each; returns ``(rows, cols)``.
+
+    ``cols`` is at most ``cols`` and at most the number of crops; ``rows = ceil(n / cols)``;
+    the image is ``rows * (tile + 18)`` by ``cols * tile`` pixels.
+    """
     n = len(crops)
+    if n == 0:
+        raise InputError("no crops for a contact sheet")
     cols = max(1, min(cols, n))
     rows = math.ceil(n / cols)
-    cap = 18
+    cap = SHEET_CAPTION_PX
     sheet = np.full((rows * (tile + cap), cols * tile, 3), 255, np.uint8)
-    for k, (p, o, img) in enumerate(crops):
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    for k, cr in enumerate(crops):
         r, c = divmod(k, cols)
+        img = cr.thumb if cr.thumb.shape[:2] == (tile, tile) else cv2.resize(cr.thumb, (tile, tile), interpolation=cv2.INTER_AREA)
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else img
-        sheet[r * (tile + cap) : r * (tile + cap) + tile, c * tile : (c + 1) * tile] = cv2.resize(img, (tile, tile))
-        text = f"{timecode(o.time_s)} #{o.track_id}"
-        cv2.putText(sheet, text, (c * tile + 3, r * (tile + cap) + tile + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
+        y0 = r * (tile + cap)
+        sheet[y0 : y0 + tile, c * tile : (c + 1) * tile] = img
+        text = f"{timecode(cr.obs.time_s)} #{cr.obs.track_id} {cr.prob:.2f}"
+        scale = 0.38
+        while scale > 0.2 and cv2.getTextSize(text, font, scale, 1)[0][0] > tile - 4:
+            scale -= 0.02
+        cv2.putText(sheet, text, (c * tile + 2, y0 + tile + 13), font, scale, (0, 0, 0), 1, cv2.LINE_AA)
     if not cv2.imwrite(str(path), sheet):
         raise OutputError(f"cannot write {path}")
     return rows, cols
 
 
-def _frames_of(video: Path, segs: list[Segment]):
-    wanted = [f for s in segs for f in range(s.first, s.last + 1)]
-    return read_frames(video, wanted)
+def clip_name(k: int, seg: Segment, fps: Fraction | float) -> str:
+    """``clip_003_12.345-15.678.mp4``: number, then start and end (end of the last frame) in seconds."""
+    fps = float(fps) or 1.0
+    return f"clip_{k:03d}_{seg.first / fps:.3f}-{(seg.last + 1) / fps:.3f}.mp4"
 
 
-def write_clips(video: Path, segs: list[Segment], out_dir: Path, fps) -> list[Path]:
-    """One video file per segment, exactly its source frames."""
+SEGMENT_COLUMNS = ("segment", "first_frame", "last_frame", "frames", "start_s", "end_s", "tracks", "persons",
+                   "emotions", "clip", "reel_first_frame")  # fmt: skip
+
+
+def write_segments(
+    video: Path, segs: list[Segment], clips_dir: Path | None = None, reel: Path | None = None,
+    table: Path | None = None, progress: ProgressFn | None = None,
+) -> tuple[list[Path], int]:  # fmt: skip
+    """Clips (one file per segment in ``clips_dir``) and/or the ``reel`` (all segments joined,
+    captioned with time, person and emotion), in one forward pass over ``video``.
+
+    Each segment holds exactly source frames ``first..last``. ``table`` (CSV) lists the
+    segments with their clip name and where each starts in the reel. Returns
+    ``(clip paths, reel frame count)``.
+    """
     info = probe(video)
-    paths = []
-    clips = out_dir / "clips"
-    clips.mkdir(parents=True, exist_ok=True)
-    frames = _frames_of(video, segs)
-    for k, s in enumerate(segs, 1):
-        p = clips / f"clip_{k:03d}_{s.first / float(fps):09.3f}-{(s.last + 1) / float(fps):09.3f}.mp4"
-        with VideoWriter(p, info.fps, (info.width, info.height)) as w:
-            for _ in range(s.first, s.last + 1):
-                fr = next(frames, None)
-                if fr is None:
-                    raise DataError(f"{video} ended before frame {s.last}")
-                w.write(fr.image)
-        paths.append(p)
-    return paths
+    fps = info.fps or Fraction(30)
+    size = (info.width, info.height)
+    wanted = [f for s in segs for f in range(s.first, s.last + 1)]
+    frames: Iterator[Frame] = read_frames(video, wanted)
+    clips: list[Path] = []
+    reel_w = VideoWriter(reel, fps, size) if reel is not None else None
+    total = len(wanted)
+    done = reel_n = 0
+    rows = []
+    ok = False
+    try:
+        if clips_dir is not None:
+            clips_dir.mkdir(parents=True, exist_ok=True)
+        for k, s in enumerate(segs, 1):
+            clip_w = VideoWriter(clips_dir / clip_name(k, s, fps), fps, size) if clips_dir is not None else None
+            rows.append([k, s.first, s.last, s.frames, f"{float(s.first / fps):.3f}", f"{float((s.last + 1) / fps):.3f}",
+                         " ".join(str(t) for t in sorted({r.track_id for r in s.runs})), s.who(), s.emotions(),
+                         f"clips/{clip_w.path.name}" if clip_w else "", reel_n if reel_w else ""])  # fmt: skip
+            try:
+                for idx in range(s.first, s.last + 1):
+                    fr = next(frames, None)
+                    if fr is None or fr.index != idx:
+                        raise DataError(f"{video} could not be read at frame {idx} (segment {k} needs {s.first}..{s.last})")
+                    if clip_w is not None:
+                        clip_w.write(fr.image)
+                    if reel_w is not None:
+                        img = fr.image.copy()
+                        scale = max(0.5, img.shape[0] / 720)
+                        text_box(img, s.caption(fr.time_s), (8, img.shape[0] - int(10 * scale)), (30, 30, 30), scale=0.6 * scale)
+                        reel_w.write(img)
+                        reel_n += 1
+                    done += 1
+                    if progress:
+                        progress(done, total)
+            except BaseException:
+                if clip_w is not None:
+                    clip_w.close(keep=False)
+                raise
+            if clip_w is not None:
+                clip_w.close()
+                clips.append(clip_w.path)
+        if table is not None:
+            with open(table, "w", newline="", encoding="utf-8") as fh:
+                w = csv.writer(fh, lineterminator="\n")
+                w.writerow(SEGMENT_COLUMNS)
+                w.writerows(rows)
+        ok = True
+    finally:
+        frames.close()
+        if reel_w is not None:
+            reel_w.close(keep=ok)
+    return clips, reel_n
+
+
+def write_clips(video: Path, segs: list[Segment], out_dir: Path) -> list[Path]:
+    """One video file per segment in ``out_dir/clips``, exactly its source frames."""
+    return write_segments(video, segs, clips_dir=out_dir / "clips")[0]
 
 
 def write_reel(video: Path, segs: list[Segment], path: Path) -> int:
-    """All segments joined into one video with a caption per segment; returns the frame count."""
-    info = probe(video)
-    fps = float(info.fps)
-    n = 0
-    with VideoWriter(path, info.fps, (info.width, info.height)) as w:
-        frames = _frames_of(video, segs)
-        for s in segs:
-            caption = s.caption(fps)
-            for _ in range(s.first, s.last + 1):
-                fr = next(frames, None)
-                if fr is None:
-                    raise DataError(f"{video} ended before frame {s.last}")
-                img = fr.image.copy()
-                text_box(img, caption, (8, img.shape[0] - 10), (30, 30, 30), scale=0.6)
-                w.write(img)
-                n += 1
-    return n
+    """All segments joined into one captioned video; returns its frame count."""
+    return write_segments(video, segs, reel=path)[1]
 
 
-def annotate(res: Results, video: Path, out_path: Path, progress=None) -> int:
-    """The source video with every face drawn; returns frames written.
+# ---- annotate and live --------------------------------------------------------------------------
 
-    With ``--every N`` analyses, a track's last box is held for up to N frames, so
-    overlays don't blink on frames that were not analyzed.
+
+def annotate(res: Results, video: Path, out_path: Path, progress: ProgressFn | None = None, show_time: bool = False) -> int:
+    """The source video with every face of ``res`` drawn (see :mod:`emoreel.draw`); returns frames written.
+
+    Every source frame is written. Frames of an analysis with ``--every 1`` that have no
+    row are copied unchanged. With ``--every N`` the overlays of the latest processed
+    frame are held over the N-1 frames that were not analyzed (boxes at their last
+    analyzed place), so they don't blink; frames outside the analyzed range are copied
+    unchanged. ``show_time`` burns a timecode into every frame.
     """
     by_frame: dict[int, list[Observation]] = {}
     for o in res.rows():
@@ -359,17 +622,39 @@ def annotate(res: Results, video: Path, out_path: Path, progress=None) -> int:
     hold = stride(res)
     n = 0
     with open_source(video) as src:
-        total = src.info.frame_count
+        total = src.info.frame_count or None
         current: list[Observation] = []
-        last_frame = -(10**9)
+        last = -(10**9)
         with VideoWriter(out_path, src.info.fps, (src.info.width, src.info.height)) as w:
             for fr in src:
                 if fr.index in by_frame:
-                    current, last_frame = by_frame[fr.index], fr.index
-                elif fr.index - last_frame >= hold:
+                    current, last = by_frame[fr.index], fr.index
+                elif fr.index - last >= hold:
                     current = []
-                w.write(draw_frame(fr.image, current, timecode(fr.time_s)))
+                if current or show_time:
+                    w.write(draw_frame(fr.image, current, timecode(fr.time_s) if show_time else ""))
+                else:
+                    w.write(fr.image)
                 n += 1
                 if progress:
                     progress(n, total)
     return n
+
+
+def live_frames(source, analyzer, show_time: bool = True) -> Iterator[tuple[Frame, list[Observation], np.ndarray]]:
+    """Run ``analyzer`` (an :class:`emoreel.pipeline.Analyzer`) on each frame of ``source``
+    (an open :class:`~emoreel.video.VideoSource`) and yield ``(frame, observations, drawn image)``."""
+    for frame in source:
+        obs = analyzer.process(frame)
+        yield frame, obs, draw_frame(frame.image, obs, timecode(frame.time_s) if show_time else "")
+
+
+def gui_available() -> tuple[bool, str]:
+    """Whether a cv2 window can be opened here, and if not, why."""
+    info = cv2.getBuildInformation()
+    m = re.search(r"^\s*GUI:\s*(\S+)", info, re.M)
+    if m and m.group(1).upper() == "NONE":
+        return False, "this OpenCV build has no GUI (opencv-python-headless)"
+    if os.name != "nt" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) and os.uname().sysname != "Darwin":
+        return False, "no display (DISPLAY is not set)"
+    return True, ""

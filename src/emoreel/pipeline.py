@@ -57,9 +57,11 @@ class Analyzer:
         self.extra_detectors: list[FaceDetector] = []  # one per extra detection worker
         self.model = model or EmotionModel(o.model, threads=1)
         if identifier is None and o.known_faces:
-            from .identify import Gallery, Identifier
+            from .identify import Embedder, Gallery, Identifier
 
-            identifier = Identifier(Gallery.load(o.known_faces), tolerance=o.tolerance, every=o.id_every, min_face=o.id_min_face)
+            embedder = Embedder()  # one copy of the dlib models for the gallery and the video
+            identifier = Identifier(Gallery.load(o.known_faces, embedder), tolerance=o.tolerance, every=o.id_every,
+                                    min_face=o.id_min_face, embedder=embedder)  # fmt: skip
         self.identifier = identifier
         try:
             self.tracker = Tracker(iou_threshold=o.track_iou, max_missed=o.track_max_missed)

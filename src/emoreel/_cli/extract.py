@@ -2,74 +2,115 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 
 def _tracks(text: str) -> tuple[int, ...]:
-    return tuple(int(t) for t in text.split(",") if t.strip())
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"track ids are comma-separated integers, like 1,4 (got '{text}')") from None
 
 
 def register(sub) -> None:
-    p = sub.add_parser("extract", help="cut crops/clips/reel of an emotion from a results folder (no models run)")
+    p = sub.add_parser(
+        "extract",
+        help="cut crops/clips/reel of an emotion from a results folder (no models run)",
+        description="Select the rows of a results folder showing an emotion and cut crops (with manifest.csv), "
+        "a contact sheet, clips and a highlight reel out of the analyzed video. No model is run.",
+    )
     p.add_argument("results", help="results folder written by `emoreel analyze`")
-    p.add_argument("-o", "--out", required=True, help="output folder (crops/, manifest.csv, clips/, sheet.png)")
-    p.add_argument("--emotion", required=True, help="angry, disgust, fear, happy, sad, surprise or neutral")
-    p.add_argument("--person", help="only this known person")
-    p.add_argument("--track", type=_tracks, default=(), help="only these track ids (comma-separated)")
-    p.add_argument("--raw", action="store_true", help="select on the per-frame label instead of the smoothed one")
-    p.add_argument("--min-prob", type=float, default=0.0, help="minimum probability of the emotion (default 0)")
-    p.add_argument("--start", type=float, help="from this time (s)")
-    p.add_argument("--end", type=float, help="until this time (s)")
-    p.add_argument("--min-duration", type=float, default=0.0, help="the track must hold the emotion this long in a row (s)")
-    p.add_argument("--best", type=int, metavar="K", help="only the K best crops per track (probability and sharpness)")
-    p.add_argument("--margin", type=float, default=0.25, help="crop margin around the face box, as a fraction (default 0.25)")
-    p.add_argument("--size", type=int, default=112, help="crop side in pixels (default 112; 0 = native)")
-    p.add_argument("--grey48", action="store_true", help="eye-aligned grey 48x48 crops, like the training data")
-    p.add_argument("--no-crops", action="store_true", help="write no crops")
-    p.add_argument("--clips", action="store_true", help="write one video clip per segment")
-    p.add_argument("--reel", metavar="MP4", help="join all segments into one highlight reel with captions")
-    p.add_argument("--pad", type=float, default=0.5, help="seconds added before and after each segment (default 0.5)")
-    p.add_argument("--merge-gap", type=float, default=1.0, help="merge segments closer than this (s, default 1)")
-    p.add_argument("--sheet", action="store_true", help="write a contact sheet PNG of the crops")
+    p.add_argument("-o", "--out", required=True, help="output folder (crops/, manifest.csv, sheet.png, clips/, segments.csv)")
+    g = p.add_argument_group("selection")
+    g.add_argument("--emotion", required=True, help="angry, disgust, fear, happy, sad, surprise or neutral")
+    g.add_argument("--raw", action="store_true", help="select on the per-frame label (and its probability) instead of the smoothed one")
+    g.add_argument("--min-prob", type=float, default=0.0, help="minimum probability of the emotion (default 0)")
+    g.add_argument("--person", help="only this known person")
+    g.add_argument("--track", type=_tracks, default=(), metavar="IDS", help="only these track ids (comma-separated)")
+    g.add_argument("--start", type=float, help="from this time (s)")
+    g.add_argument("--end", type=float, help="until this time (s)")
+    g.add_argument("--min-duration", type=float, default=0.0, metavar="S",
+                   help="keep only runs where a track holds the emotion at least S seconds in a row")  # fmt: skip
+    g = p.add_argument_group("crops")
+    g.add_argument("--best", type=int, metavar="K", help="only the K best crops per track (probability and sharpness)")
+    g.add_argument("--margin", type=float, help="margin around the face box, as a fraction of its side (default 0.25)")
+    g.add_argument("--size", type=int, default=112, help="crop side in pixels (default 112; 0 = native)")
+    g.add_argument("--grey48", action="store_true", help="eye-aligned grey 48x48 crops, like the training data")
+    g.add_argument("--no-crops", action="store_true", help="write no crops")
+    g.add_argument("--sheet", action="store_true", help="also write sheet.png, a contact sheet of the crops")
+    g = p.add_argument_group("clips and reel")
+    g.add_argument("--clips", action="store_true", help="write one video clip per segment into clips/")
+    g.add_argument("--reel", metavar="MP4", help="join all segments into one highlight reel with captions")
+    g.add_argument("--pad", type=float, default=0.5, help="seconds added before and after each run (default 0.5)")
+    g.add_argument("--merge-gap", type=float, default=1.0,
+                   help="merge segments (of any tracks) less than this many seconds apart (default 1)")  # fmt: skip
     p.add_argument("--video", help="the analyzed video, if it moved since analyze")
     p.add_argument("--force", action="store_true", help="replace an existing output")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..errors import InputError, OutputError
     from ..extract import (OutputDir, Selection, best_per_track, contact_sheet, find_runs, resolve_video, segments,
-                           select, write_clips, write_crops, write_reel)  # fmt: skip
+                           select, stride, write_crops, write_segments)  # fmt: skip
+    from ..progress import Progress
     from ..results import load_results
+    from ..video import probe
 
     res = load_results(args.results)
     sel = Selection(args.emotion, args.raw, args.min_prob, args.person, args.track, args.start, args.end, args.min_duration)
-    mask = select(res, sel)
-    if not mask.any():
-        print(f"nothing selected: no {'raw' if args.raw else 'smoothed'} '{args.emotion}' rows match in {args.results}")
-        return 0
-    video = resolve_video(res, args.video)
-    reel = Path(args.reel) if args.reel else None
-    if reel is not None and reel.exists() and not args.force:
-        raise OutputError(f"{reel} exists; use --force to replace it")
+    sel.check()
+    if args.no_crops and not (args.clips or args.reel):
+        raise InputError("nothing to write: --no-crops without --clips or --reel")
+    if args.sheet and args.no_crops:
+        raise InputError("--sheet shows the crops; it cannot be used with --no-crops")
     if args.best is not None and args.best < 1:
         raise InputError("--best must be at least 1")
-    crop_mask = best_per_track(res, mask, args.best, args.raw, args.emotion) if args.best else mask
-    runs = find_runs(res, mask)
-    fps = res.fps or 1.0
-    segs = segments(runs, fps, res.meta.get("input", {}).get("frame_count", 0), args.pad, args.merge_gap)
-    lines = [f"selected {int(mask.sum())} observations in {len(runs)} runs ({len(segs)} segments)"]
-    with OutputDir(args.out, args.force) as tmp:
-        if not args.no_crops:
-            crops = write_crops(res, crop_mask, video, tmp, args.emotion, args.raw, args.margin, args.size or None, args.grey48)
-            lines.append(f"{len(crops)} crops + manifest.csv")
-            if args.sheet and crops:
-                r, c = contact_sheet(crops, tmp / "sheet.png")
-                lines.append(f"contact sheet {r}x{c}")
-        if args.clips:
-            lines.append(f"{len(write_clips(video, segs, tmp, fps))} clips")
+    if args.pad < 0 or args.merge_gap < 0:
+        raise InputError("--pad and --merge-gap must be >= 0")
+    if args.size < 0 or (args.margin is not None and args.margin < 0):
+        raise InputError("--size and --margin must be >= 0")
+    mask = select(res, sel)
+    if not mask.any():
+        what = f"{'raw' if args.raw else 'smoothed'} '{args.emotion}'" + (f" of {args.person}" if args.person else "")
+        print(f"nothing selected: no {what} rows match in {args.results}; nothing written")
+        return 0
+    video = resolve_video(res, args.video)
+    out = Path(args.out)
+    reel = Path(args.reel) if args.reel else None
     if reel is not None:
-        n = write_reel(video, segs, reel)
-        lines.append(f"reel {reel} ({n} frames)")
-    print("; ".join(lines) + f" -> {args.out}")
+        if reel.exists() and not args.force:
+            raise OutputError(f"{reel} exists; use --force to replace it")
+        if reel.resolve() == video.resolve():
+            raise OutputError(f"--reel {reel} is the source video")
+    info = probe(video)
+    runs = find_runs(res, mask)
+    segs = segments(runs, info.fps, info.frame_count, args.pad, args.merge_gap, stride(res))
+    crop_mask = best_per_track(res, mask, args.best, args.raw, args.emotion) if args.best else mask
+    lines = [f"selected {int(mask.sum())} observations in {len(runs)} runs"]
+    bar = Progress(enabled=False if args.quiet else None)
+    try:
+        with OutputDir(out, args.force, protect=(res.dir, video)) as tmp:
+            if not args.no_crops:
+                crops = write_crops(res, crop_mask, video, tmp, args.emotion, args.raw, args.margin, args.size or None, args.grey48)
+                lines.append(f"{len(crops)} crops + manifest.csv")
+                if args.sheet:
+                    r, c = contact_sheet(crops, tmp / "sheet.png")
+                    lines.append(f"sheet.png {r}x{c}")
+            if args.clips or reel is not None:
+                # a reel inside the output folder is written into the temporary folder with it
+                inner = reel is not None and reel.resolve().parent.is_relative_to(out.resolve())
+                reel_to = tmp / reel.resolve().relative_to(out.resolve()) if inner else reel
+                if inner:
+                    reel_to.parent.mkdir(parents=True, exist_ok=True)
+                clips, n = write_segments(video, segs, tmp / "clips" if args.clips else None, reel_to,
+                                          table=tmp / "segments.csv", progress=bar)  # fmt: skip
+                lines.append(f"{len(segs)} segments" + (f", {len(clips)} clips" if args.clips else ""))
+                if reel is not None:
+                    lines.append(f"reel {reel} ({n} frames)")
+    finally:
+        bar.close()
+    print("; ".join(lines) + f" -> {out}")
     return 0

@@ -2,43 +2,50 @@
 
 from __future__ import annotations
 
-import os
+from ..config import AnalyzeOptions
+
+NO_WINDOW_HINT = (
+    "record instead: `emoreel analyze --camera N -o OUT` writes the results, and "
+    "`emoreel annotate OUT --video RECORDING -o annotated.mp4` draws them on a recording of that camera "
+    "(or install opencv-python, which has a GUI, and run live on a machine with a display)"
+)
 
 
 def register(sub) -> None:
-    p = sub.add_parser("live", help="show a camera with faces and emotions drawn live (needs a display)")
+    p = sub.add_parser(
+        "live",
+        help="show a camera with faces and emotions drawn live (needs a display)",
+        description="Run the full pipeline on a camera and show the overlays of `annotate` in a window (q or Esc quits).",
+    )
     p.add_argument("--camera", type=int, default=0, help="camera index (default 0)")
     p.add_argument("--known-faces", help="folder of reference photos of known people")
-    p.add_argument("--detector", default="centerface", choices=("centerface", "haar"))
+    p.add_argument("--detector", default=AnalyzeOptions.detector, choices=("centerface", "haar"), help="face detector backend")
+    p.add_argument("--model", help="emotion model ONNX file with its card beside it (default: the shipped one)")
     p.set_defaults(func=run)
-
-
-def has_display() -> bool:
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or os.name == "nt"
 
 
 def run(args) -> int:
     import cv2
 
-    from ..config import AnalyzeOptions
-    from ..draw import draw_frame, timecode
     from ..errors import InputError
+    from ..extract import gui_available, live_frames
     from ..pipeline import Analyzer
     from ..video import open_source
 
-    if not has_display():
-        raise InputError("no display for a live window; record instead: emoreel analyze --camera N -o OUT, then emoreel annotate OUT")
-    with open_source(args.camera) as src:
-        analyzer = Analyzer(AnalyzeOptions(detector=args.detector, known_faces=args.known_faces, threads=1))
+    ok, why = gui_available()
+    if not ok:
+        raise InputError(f"cannot open a live window: {why}; {NO_WINDOW_HINT.replace('camera N', f'camera {args.camera}')}")
+    opts = AnalyzeOptions(detector=args.detector, known_faces=args.known_faces, model=args.model, threads=1)
+    title = f"emoreel live: camera {args.camera} (q to quit)"
+    with open_source(args.camera) as src:  # a missing camera: VideoOpenFailure from open_source
+        analyzer = Analyzer(opts)
         try:
-            for frame in src:
-                obs = analyzer.process(frame)
+            for _, _, img in live_frames(src, analyzer):
                 try:
-                    cv2.imshow("emoreel live (q to quit)", draw_frame(frame.image, obs, timecode(frame.time_s)))
+                    cv2.imshow(title, img)
                     key = cv2.waitKey(1) & 0xFF
                 except cv2.error:
-                    raise InputError("this OpenCV build has no GUI (opencv-python-headless); "
-                                     "pip install opencv-python for `live`, or use analyze --camera + annotate") from None  # fmt: skip
+                    raise InputError(f"cannot open a live window: this OpenCV build has no GUI; {NO_WINDOW_HINT}") from None
                 if key in (ord("q"), 27):
                     break
         finally:

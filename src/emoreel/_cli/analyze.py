@@ -25,7 +25,8 @@ def add_option_arguments(p: argparse.ArgumentParser, cls=AnalyzeOptions, skip: t
         default = f.default if f.default is not MISSING else None
         help_ = f.metadata.get("help", "")
         if isinstance(default, bool):
-            p.add_argument(flag, dest=f.name, action="store_true", default=default, help=help_)
+            action = argparse.BooleanOptionalAction if default else "store_true"  # --tta / --no-tta
+            p.add_argument(flag, dest=f.name, action=action, default=default, help=help_)
             continue
         base = str(f.type).split("|")[0].strip()
         kw = {"type": _TYPES.get(base, str), "default": default, "dest": f.name}

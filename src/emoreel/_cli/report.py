@@ -3,33 +3,51 @@
 from __future__ import annotations
 
 
+MAX_CARDS, MIN_TRACK_S, TIMELINE_BINS = 40, 1.0, 600  # emoreel.report's defaults (a test keeps them equal); not imported: cv2
+
+
 def register(sub) -> None:
-    p = sub.add_parser("report", help="write a self-contained HTML report of a results folder")
-    p.add_argument("results", help="results folder written by `emoreel analyze`")
-    p.add_argument("-o", "--out", required=True, help="HTML file to write")
-    p.add_argument("--video", help="the analyzed video, if it moved since analyze (for thumbnails)")
-    p.add_argument("--max-cards", type=int, default=40, help="people/tracks with cards and timelines (default 40)")
-    p.add_argument("--min-track", type=float, default=1.0, help="tracks shorter than this (s) are pooled (default 1)")
-    p.add_argument("--force", action="store_true", help="replace an existing file")
-    p.set_defaults(func=run)
+    p = sub.add_parser(
+        "report",
+        help="write a self-contained HTML report of a results folder",
+        description="Write one HTML file (images and script inline, no network needed): run summary, a card and an "
+        "emotion timeline per person or track, and the best crop per emotion linked to its time.",
+    )
+    p.add_argument("results", metavar="RESULTS_DIR", help="results folder written by `emoreel analyze`")
+    p.add_argument("-o", "--out", required=True, metavar="HTML", help="HTML file to write")
+    p.add_argument("--video", help="the analyzed video, if it moved since analyze (for thumbnails and links)")
+    p.add_argument("--max-cards", type=int, default=MAX_CARDS, metavar="N",
+                   help=f"people/tracks with a card, timeline and gallery; the rest go to a table (default {MAX_CARDS})")
+    p.add_argument("--min-track", type=float, default=MIN_TRACK_S, metavar="SECONDS",
+                   help=f"unnamed tracks shorter than this are pooled into 'other faces' (default {MIN_TRACK_S:g})")
+    p.add_argument("--bins", type=int, default=TIMELINE_BINS, metavar="N",
+                   help=f"most bins per timeline row (default {TIMELINE_BINS})")
+    p.add_argument("--force", action="store_true", help="replace an existing HTML file")
+    p.set_defaults(func=run)  # fmt: skip
 
 
 def run(args) -> int:
     import logging
 
     from ..errors import InputError
-    from ..extract import resolve_video
-    from ..report import write_report
+    from ..report import check_output, write_report
     from ..results import load_results
 
+    if args.max_cards < 1 or args.bins < 1 or args.min_track < 0:
+        raise InputError("--max-cards and --bins must be at least 1, --min-track at least 0")
+    check_output(args.out, args.force)  # before the (possibly long) read of results.csv
     res = load_results(args.results)
-    try:
-        video = resolve_video(res, args.video)
-    except InputError as e:
-        if args.video:
-            raise
-        logging.getLogger("emoreel").warning("%s; the report will have no thumbnails", e)
-        video = None
-    out = write_report(res, args.out, video, force=args.force, max_cards=args.max_cards, min_track_s=args.min_track)
-    print(f"wrote {out}")
+    video = None
+    if args.video or (res.meta.get("input", {}) or {}).get("kind") in ("video", "images"):
+        from ..extract import resolve_video
+
+        try:
+            video = resolve_video(res, args.video)
+        except InputError as e:
+            if args.video:
+                raise
+            logging.getLogger("emoreel.report").warning("%s; the report will have no thumbnails", e)
+    out = write_report(res, args.out, video, force=args.force, max_cards=args.max_cards,
+                       min_track_s=args.min_track, bins=args.bins)  # fmt: skip
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return 0

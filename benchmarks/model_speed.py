@@ -1,0 +1,38 @@
+"""Emotion model latency with onnxruntime on one CPU core: ms per face at batch 1 and batched.
+
+    .venv/bin/python benchmarks/model_speed.py [MODEL.onnx]
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from emoreel.emotion import EmotionModel
+
+
+def main() -> None:
+    model = EmotionModel(sys.argv[1] if len(sys.argv) > 1 else None, threads=1)
+    rng = np.random.default_rng(0)
+    print(f"model {model.path.name} ({model.path.stat().st_size / 1e6:.1f} MB), 1 onnxruntime thread\n")
+    print("| batch | ms per face (median of 300) | ms per face with mirror TTA |\n|---|---|---|")
+    for batch in (1, 4, 16, 64):
+        crops = [rng.integers(0, 255, (48, 48), np.uint8) for _ in range(batch)]
+        row = []
+        for tta in (False, True):
+            for _ in range(20):
+                model.predict(crops, tta=tta)
+            times = []
+            for _ in range(300):
+                t = time.perf_counter()
+                model.predict(crops, tta=tta)
+                times.append(time.perf_counter() - t)
+            row.append(statistics.median(times) * 1000 / batch)
+        print(f"| {batch} | {row[0]:.3f} | {row[1]:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -79,10 +79,12 @@ def draw_frame(img: np.ndarray, observations: list[Observation], caption: str = 
 
 
 def timecode(seconds: float) -> str:
-    """``H:MM:SS.s`` or ``MM:SS.s``."""
-    m, s = divmod(max(seconds, 0.0), 60)
-    h, m = divmod(int(m), 60)
-    return f"{h}:{m:02d}:{s:04.1f}" if h else f"{m:02d}:{s:04.1f}"
+    """``H:MM:SS.s`` or ``MM:SS.s`` (rounded to a tenth first, so 59.96 s is 01:00.0)."""
+    tenths = int(round(max(seconds, 0.0) * 10))
+    m, t = divmod(tenths, 600)
+    h, m = divmod(m, 60)
+    s = f"{t // 10:02d}.{t % 10}"
+    return f"{h}:{m:02d}:{s}" if h else f"{m:02d}:{s}"
 
 
 __all__ = ["EMOTION_BGR", "EMOTIONS", "draw_frame", "draw_observation", "emotion_hex", "face_label", "text_box", "timecode"]

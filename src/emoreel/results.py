@@ -229,9 +229,10 @@ def load_results(results_dir: str | Path) -> Results:
             if name in _STR:
                 cols[name] = np.array(vals, dtype=object) if vals else np.zeros(0, dtype=object)
             elif name in _INT:
-                cols[name] = np.array([int(v) for v in vals], dtype=np.int64)
-            else:
-                cols[name] = np.array([float(v) if v else np.nan for v in vals], dtype=np.float64)
+                cols[name] = np.array(vals, dtype=str).astype(np.int64) if vals else np.zeros(0, np.int64)
+            else:  # whole-column conversion in C; empty cells are NaN
+                text = np.array(vals, dtype=str) if vals else np.zeros(0, str)
+                cols[name] = np.where(text == "", "nan", text).astype(np.float64)
         except ValueError:
             raise DataError(f"{csv_path} is corrupt: bad value in column '{name}'") from None
     return Results(d, meta, cols)

@@ -38,8 +38,11 @@ example: install
 test: install-test chromium
 	$(BIN)/python -m pytest -q
 
+# speed and memory (docs/benchmarks.md); needs ../shared/data/video
 bench: install-test
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/model_speed.py
+	$(BIN)/python benchmarks/bench_detectors.py ../shared/data/video/short_hamilton_clip.mp4 ../shared/data/photos
+	$(BIN)/python benchmarks/bench_analyze.py --video ../shared/data/video/short_hamilton_clip.mp4 --long-minutes 10 --long-every 3
 
 clean:
 	rm -rf $(VENV) example-out

@@ -18,7 +18,7 @@ class AnalyzeOptions:
     start: float | None = opt(None, "start time in seconds")
     end: float | None = opt(None, "end time in seconds")
     max_frames: int | None = opt(None, "stop after this many processed frames")
-    detector: str = opt("centerface", "face detector backend", choices=("centerface", "haar"))
+    detector: str = opt("centerface", "face detector backend", choices=("centerface", "haar", "hog"))
     det_max_side: int = opt(384, "detect on frames downscaled so the long side is at most this (0 = full size; raise it for small faces in large frames)")
     det_threshold: float = opt(0.5, "minimum detector confidence for a face")
     min_face: int = opt(40, "smallest face (box side in pixels) that is classified")

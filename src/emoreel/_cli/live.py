@@ -19,7 +19,7 @@ def register(sub) -> None:
     )
     p.add_argument("--camera", type=int, default=0, help="camera index (default 0)")
     p.add_argument("--known-faces", help="folder of reference photos of known people")
-    p.add_argument("--detector", default=AnalyzeOptions.detector, choices=("centerface", "haar"), help="face detector backend")
+    p.add_argument("--detector", default=AnalyzeOptions.detector, choices=("centerface", "haar", "hog"), help="face detector backend")
     p.add_argument("--model", help="emotion model ONNX file with its card beside it (default: the shipped one)")
     p.set_defaults(func=run)
 

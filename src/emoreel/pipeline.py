@@ -1,10 +1,11 @@
 """``analyze``: from a video to per-face, per-frame observations.
 
-Stages per frame: detect → frontal gate → track → identify (optional) → align →
-classify (one batch per frame) → smooth per track. Decoding runs on its own
-thread and detection on ``threads`` worker threads over consecutive frames, so
-decode, detection and classification overlap; everything after detection runs
-in frame order, so results do not depend on the number of threads.
+Stages per frame: detect → frontal gate → align → blur gate → classify (one batch
+per frame) → track → identify (optional) → smooth per track. Decoding runs on its own
+thread; detection, the frontal gate, alignment and classification (no per-track
+state) run on ``threads`` worker threads over consecutive frames; tracking,
+identity, smoothing and writing run in frame order on the calling thread, so
+results do not depend on the number of threads.
 """
 
 from __future__ import annotations
@@ -85,12 +86,37 @@ class Analyzer:
         """Whether the ``n``-th processed frame (from 0) runs the detector."""
         return n % self.options.detect_every == 0
 
-    def process(self, frame: Frame, faces: Faces | None = None) -> list[Observation]:
-        """All stages after detection for one frame.
+    def prepare(self, frame: Frame, faces: Faces) -> Faces:
+        """The stages that need no per-track state: frontal gate, alignment, blur gate, classification.
 
-        ``faces`` are this frame's detections; when None, the frame is detected here, or,
-        between keyframes of ``detect_every``, its faces are predicted from the tracks
-        (a shot cut always triggers a real detection).
+        Safe to run on worker threads (onnxruntime sessions are thread-safe). With
+        ``only_known`` classification waits for identity, so it is left to :meth:`process`.
+        """
+        o = self.options
+        frontal_gate(faces, min_face=o.min_face, max_yaw=o.max_yaw, max_roll=o.max_roll)
+        if not o.only_known:
+            self._classify(frame, faces)
+        return faces
+
+    def _classify(self, frame: Frame, faces: Faces) -> None:
+        o = self.options
+        crops, idx = align_faces(frame.image, faces, self.model.spec, o.margin)
+        if len(idx):
+            faces.sharpness[idx] = sharp = np.array([sharpness(c) for c in crops])
+            blurry = sharp < o.min_sharpness
+            for i in idx[blurry]:
+                faces.accepted[i], faces.reasons[i] = False, BLURRY
+            keep = np.flatnonzero(~blurry)
+            if len(keep):
+                faces.probs[idx[keep]] = self.model.predict([crops[k] for k in keep], tta=o.tta)
+
+    def process(self, frame: Frame, faces: Faces | None = None, prepared: bool = False) -> list[Observation]:
+        """All stages after detection for one frame, in frame order.
+
+        ``faces`` are this frame's detections (already through :meth:`prepare` when
+        ``prepared``); when None, the frame is detected here, or, between keyframes of
+        ``detect_every``, its faces are predicted from the tracks (a shot cut always
+        triggers a real detection).
         """
         o = self.options
         n, self.processed = self.processed, self.processed + 1
@@ -98,11 +124,11 @@ class Analyzer:
         if cut:
             self.tracker.reset()
         predicted = faces is None and not self.is_keyframe(n) and not cut
-        if predicted:
-            faces = self.tracker.predict_faces(frame.index)
-        elif faces is None:
-            faces = self._detect_sync(frame)
-        frontal_gate(faces, min_face=o.min_face, max_yaw=o.max_yaw, max_roll=o.max_roll)
+        if faces is None:
+            faces = self.tracker.predict_faces(frame.index) if predicted else self._detect_sync(frame)
+            prepared = False
+        if not prepared:
+            self.prepare(frame, faces)
         if not predicted:
             self.tracker.update(faces, frame.index)
         for tid in self.tracker.ended():
@@ -115,15 +141,8 @@ class Analyzer:
                     if self.identifier.person(int(faces.track_ids[i])) in ("", "unknown"):
                         faces.accepted[i] = False
                         faces.reasons[i] = UNKNOWN_PERSON
-        crops, idx = align_faces(frame.image, faces, self.model.spec, o.margin)
-        if len(idx):
-            faces.sharpness[idx] = sharp = np.array([sharpness(c) for c in crops])
-            blurry = sharp < o.min_sharpness
-            for i in idx[blurry]:
-                faces.accepted[i], faces.reasons[i] = False, BLURRY
-            keep = np.flatnonzero(~blurry)
-            if len(keep):
-                faces.probs[idx[keep]] = self.model.predict([crops[k] for k in keep], tta=o.tta)
+        if o.only_known:
+            self._classify(frame, faces)
         return self._observations(frame, faces, matches, distances)
 
     def _detect_sync(self, frame: Frame) -> Faces:
@@ -171,8 +190,8 @@ class Analyzer:
 
 
 def _detect_parallel(analyzer: Analyzer, frames: Iterable[Frame], workers: int) -> Iterator[tuple[Frame, Faces | None]]:
-    """Detect faces on up to ``workers`` frames at once, yielding ``(frame, faces)`` in frame order
-    (``faces`` is None between keyframes of ``detect_every``).
+    """Detect and :meth:`~Analyzer.prepare` up to ``workers`` frames at once, yielding
+    ``(frame, faces)`` in frame order (``faces`` is None between keyframes of ``detect_every``).
 
     Each worker thread has its own detector (OpenCV cascades are not thread-safe;
     onnxruntime releases the GIL), and at most ``2 * workers`` frames are in flight,
@@ -193,7 +212,7 @@ def _detect_parallel(analyzer: Analyzer, frames: Iterable[Frame], workers: int) 
                     det = analyzer.new_detector()
                     analyzer.extra_detectors.append(det)
             local.detector = det
-        return det.detect(frame.image)
+        return analyzer.prepare(frame, det.detect(frame.image))
 
     pending: deque = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="emoreel-detect") as pool:
@@ -220,7 +239,7 @@ def iter_frames(analyzer: Analyzer, source: VideoSource) -> Iterator[tuple[Frame
             yield frame, analyzer.process(frame)
         return
     for frame, faces in _detect_parallel(analyzer, source, workers):
-        yield frame, analyzer.process(frame, faces)
+        yield frame, analyzer.process(frame, faces, prepared=faces is not None)
 
 
 def _open(source, o: AnalyzeOptions) -> VideoSource:

@@ -49,5 +49,6 @@ def run(args) -> int:
             logging.getLogger("emoreel.report").warning("%s; the report will have no thumbnails", e)
     out = write_report(res, args.out, video, force=args.force, max_cards=args.max_cards,
                        min_track_s=args.min_track, bins=args.bins)  # fmt: skip
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    size = out.stat().st_size
+    print(f"wrote {out} ({size / 1e6:.1f} MB)" if size >= 1e6 else f"wrote {out} ({size / 1e3:.0f} kB)")
     return 0

@@ -17,7 +17,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -82,10 +81,11 @@ def model_ms(batch: int, reps: int = 200) -> float:
     return statistics.median(times) * 1000 / batch
 
 
-def long_run(path: Path, out: Path, minutes: float, **opts) -> list[tuple[float, float]]:
+def long_run(path: Path, out: Path, **opts) -> list[tuple[float, float]]:
     """Analyze a looped video, sampling RSS; returns (video minute, RSS MB) pairs."""
     samples: list[tuple[float, float]] = []
-    fps = 30000 / 1001
+    with open_source(path) as src:
+        fps = float(src.info.fps)
 
     def progress(done, total):
         if done % 300 == 0:
@@ -140,9 +140,10 @@ def main() -> None:
     for b in (1, 8, 32):
         print(f"| batch {b}, 1 thread | {model_ms(b):.3f} |", flush=True)
     if args.long_minutes:
-        loops = int(np.ceil(args.long_minutes * 60 / (275 / (30000 / 1001))))
+        with open_source(src) as clip:
+            loops = int(np.ceil(args.long_minutes * 60 / clip.info.duration_s))
         video = rescale(src, tmp / f"long_{loops}x_360p.mp4", 360, loops=loops)
-        samples = long_run(video, tmp / "out_long", args.long_minutes, every=args.long_every)
+        samples = long_run(video, tmp / "out_long", every=args.long_every)
         print(f"\nlong run ({loops} loops, every {args.long_every}): RSS by video minute")
         print("| video minute | RSS MB |\n|---|---|")
         for minute, mb in samples[:: max(1, len(samples) // 12)]:

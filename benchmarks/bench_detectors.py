@@ -42,6 +42,7 @@ from emoreel.align import frontal_gate
 from emoreel.config import AnalyzeOptions
 from emoreel.detect import create_detector
 from emoreel.types import Faces
+from emoreel.video import open_source
 
 DEFAULT_CONFIGS = (
     "centerface:640", "centerface:480", "centerface:384", "centerface:320", "centerface:0",
@@ -69,17 +70,8 @@ def parse_shots(text: str) -> dict[str, range]:
 
 
 def read_video(path: str) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(path)
-    frames = []
-    while True:
-        ok, img = cap.read()
-        if not ok:
-            break
-        frames.append(img)
-    cap.release()
-    if not frames:
-        raise SystemExit(f"cannot read frames from {path}")
-    return frames
+    with open_source(path) as src:
+        return [f.image for f in src]
 
 
 def run(detector, frames: list[np.ndarray], repeat: int) -> tuple[float, list[Faces]]:

@@ -172,7 +172,6 @@ def write_long_results(out: Path, hours: float = 2.0, fps: int = 30, every: int 
     n = int(hours * 3600 * fps)
     frames = np.arange(0, n, every)
     half = tracks // 2
-    span = n / half
     lanes = [(frames * half // n) + 1, ((frames + n // (2 * half)) % n * half // n) + 1 + half]
     blip_at = np.linspace(0, n - 10 * every, blips).astype(int) // every * every
     rows = 0

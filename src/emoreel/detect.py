@@ -338,7 +338,6 @@ class HaarDetector(ScaledDetector):
         grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         H, W = grey.shape
         for i, (x1, y1, x2, y2) in enumerate(faces.boxes):
-            fw = x2 - x1
             x1i, y1i = max(int(round(x1)), 0), max(int(round(y1)), 0)
             x2i, y2i = min(int(round(x2)), W), min(int(round(y1 + self.eye_band * (y2 - y1))), H)
             if x2i - x1i < 8 or y2i - y1i < 4:

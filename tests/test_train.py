@@ -85,6 +85,20 @@ def test_resume_continues_from_checkpoint(trained, tmp_path):
     assert ck["command"] == "test" and ck["resume_commands"] == ["again"]
 
 
+def test_init_starts_from_another_runs_weights(trained, tmp_path):
+    """--init: a new run begins where the given checkpoint ended (not from scratch) and records where it came from."""
+    out, res = trained
+    tr, va = synthetic(), synthetic(10, seed=1)
+    warm = train(tr, va, tmp_path / "warm", TrainConfig(epochs=1, **CFG), init=out / "best.pt", command="warm")
+    cold = train(tr, va, tmp_path / "cold", TrainConfig(epochs=1, **CFG), command="cold")
+    assert warm.history[0].train_loss < cold.history[0].train_loss * 0.8
+    assert warm.best_val_acc >= res.best_val_acc - 0.1
+    init = torch.load(tmp_path / "warm" / "best.pt", map_location="cpu", weights_only=False)["data"]["init"]
+    assert init["command"] == "test" and init["epochs"] == res.best_epoch and init["val_acc"] == round(res.best_val_acc, 4)
+    with pytest.raises(Exception, match="widths"):
+        train(tr, va, tmp_path / "bad", TrainConfig(epochs=1, **{**CFG, "widths": (8, 8)}), init=out / "best.pt")
+
+
 class Stop(Exception):
     pass
 

@@ -234,8 +234,13 @@ def train(
     device: str | None = None,
     command: str = "",
     on_epoch=None,
+    init: str | Path | None = None,
 ) -> TrainResult:
-    """Train a model; writes ``last.pt``, ``best.pt`` and ``history.json`` to ``out_dir``."""
+    """Train a model; writes ``last.pt``, ``best.pt`` and ``history.json`` to ``out_dir``.
+
+    ``init`` starts from another checkpoint's weights (same widths) with a fresh
+    optimiser and schedule; its command, epochs and val accuracy are recorded.
+    """
     require_torch()
     cfg = cfg or TrainConfig()
     out = Path(out_dir)
@@ -255,6 +260,19 @@ def train(
     data = {"train": train_data.source, "n_train": len(train_data), "val": val_data.source, "n_val": len(val_data)}
     resume_commands: list[str] = []
     last = out / "last.pt"
+    if init is not None and not (resume and last.exists()):
+        src_model, src_cfg, src_ck = load_checkpoint(init)
+        if tuple(src_cfg.widths) != tuple(cfg.widths):
+            raise EmoreelError(f"{init}: checkpoint has widths {tuple(src_cfg.widths)}, not {tuple(cfg.widths)}")
+        model.load_state_dict(src_model.state_dict())
+        data["init"] = {
+            "checkpoint": str(init),
+            "command": src_ck.get("command", ""),
+            "resume_commands": list(src_ck.get("resume_commands", [])),
+            "epochs": int(src_ck.get("epoch", -1)) + 1,
+            "val_acc": round(float(src_ck["val_acc"]), 4) if "val_acc" in src_ck else None,
+        }
+        log.info("initialised from %s", init)
     if resume and last.exists():
         # on the CPU: the RNG states must stay CPU tensors; load_state_dict moves the rest to the model's device
         ck = torch.load(last, map_location="cpu", weights_only=False)

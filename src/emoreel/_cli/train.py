@@ -19,6 +19,7 @@ def register(sub) -> None:
     t.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all)")
     t.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    t.add_argument("--init", metavar="CHECKPOINT", help="start from this checkpoint's weights (same --widths) with a fresh schedule")
     t.add_argument("--export", metavar="ONNX", help="after training, export best.pt here with its card (val metrics included)")
     t.set_defaults(func=run)
 
@@ -45,7 +46,8 @@ def run(args) -> int:
             file=sys.stderr, flush=True,
         )
 
-    res = train(tr, va, args.out, cfg, resume=args.resume, device=args.device, command=command_line(), on_epoch=on_epoch)
+    res = train(tr, va, args.out, cfg, resume=args.resume, device=args.device, command=command_line(), on_epoch=on_epoch,
+                init=args.init)
     print(f"best val accuracy {res.best_val_acc:.4f} at epoch {res.best_epoch}: {res.checkpoint}")
     if args.export:
         from .export import export_and_evaluate

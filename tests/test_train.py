@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -95,6 +96,8 @@ def test_init_starts_from_another_runs_weights(trained, tmp_path):
     assert warm.best_val_acc >= res.best_val_acc - 0.1
     init = torch.load(tmp_path / "warm" / "best.pt", map_location="cpu", weights_only=False)["data"]["init"]
     assert init["command"] == "test" and init["epochs"] == res.best_epoch and init["val_acc"] == round(res.best_val_acc, 4)
+    train(tr, va, tmp_path / "warm", TrainConfig(epochs=2, **CFG), init=out / "best.pt", resume=True)  # resumed: keeps it
+    assert torch.load(tmp_path / "warm" / "last.pt", map_location="cpu", weights_only=False)["data"]["init"] == init
     with pytest.raises(Exception, match="widths"):
         train(tr, va, tmp_path / "bad", TrainConfig(epochs=1, **{**CFG, "widths": (8, 8)}), init=out / "best.pt")
 
@@ -162,6 +165,43 @@ def test_cli_export_then_evaluate_reproduces_card(trained, tmp_path, capsys):
     assert conf.sum() == result["n"] == 35
     assert np.trace(conf) / conf.sum() == pytest.approx(result["accuracy"], abs=1e-4)
     assert evaluate(onnx_path, data).accuracy == pytest.approx(result["accuracy"], abs=1e-4)
+
+
+def test_cli_export_int8_copy_agrees_with_the_float_model(trained, tmp_path, capsys):
+    """--int8 writes a smaller quantized model, calibrated on train, with its own card and evaluation."""
+    out, _ = trained
+    ds = write_folder(tmp_path / "ds", synthetic(5, seed=3), "val")
+    write_folder(ds, synthetic(10, seed=4), "train")
+    fp, q = tmp_path / "m.onnx", tmp_path / "m-int8.onnx"
+    assert main(["export", str(out / "best.pt"), "-o", str(fp), "--data", str(ds), "--int8", str(q)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and str(q) in lines[1]  # the calibrator's chatter stays off stdout
+    card, fcard = read_card(q), read_card(fp)
+    assert card["sha256"] == sha256_file(q) and card["quantization"]["from"]["sha256"] == fcard["sha256"]
+    assert card["classes"] == fcard["classes"] and card["input"] == fcard["input"] and card["training"] == fcard["training"]
+    assert card["evaluation"]["n"] == 35
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(q)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    x = list(synthetic(6, seed=5).images)
+    pf, pq = EmotionModel(fp).predict(x), EmotionModel(q).predict(x)
+    assert (pf.argmax(1) == pq.argmax(1)).mean() >= 0.9 and np.abs(pf - pq).max() < 0.2
+    assert abs(card["evaluation"]["val_accuracy"] - fcard["evaluation"]["val_accuracy"]) <= 0.1
+    # calibrating on the reported split is refused, and --int8 without data says why
+    assert main(["export", str(out / "best.pt"), "-o", str(fp), "--data", str(ds), "--int8", str(q), "--calib-split", "val"]) == 2
+    assert "--calib-split" in capsys.readouterr().err
+    assert main(["export", str(out / "best.pt"), "-o", str(fp), "--int8", str(q)]) == 2
+    assert "--int8 needs --data" in capsys.readouterr().err
+
+
+def test_shipped_models_resolve_by_name():
+    from emoreel.emotion import default_model_path, resolve_model
+
+    assert resolve_model(None) == default_model_path() and default_model_path().name == "emoreel-fer-int8.onnx"
+    assert resolve_model("emoreel-fer") == default_model_path().with_name("emoreel-fer.onnx")
+    assert resolve_model("emoreel-fer.onnx").is_file()
+    assert resolve_model("no-such-model") == Path("no-such-model")  # left for the caller to report
 
 
 def test_cli_export_errors_are_one_line(tmp_path, capsys):

@@ -26,6 +26,7 @@ A detector instance is meant for one thread at a time; make one per worker.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import inspect
 import logging
@@ -173,6 +174,7 @@ def centerface_model_path() -> Path:
     return path
 
 
+@functools.lru_cache(maxsize=2)
 def _centerface_onnx(path: Path) -> bytes:
     """The CenterFace graph made fit for onnxruntime: any input size, weights constant.
 

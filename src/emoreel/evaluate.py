@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from .datasets import LabelledFaces
-from .emotion import EmotionModel, default_model_path, read_card, sha256_file, write_card
+from .emotion import EmotionModel, default_model_path, read_card, resolve_model, sha256_file, write_card
 from .errors import ModelError, OutputError
 
 
@@ -204,7 +204,7 @@ def load_model(model: EmotionModel | str | Path | None, threads: int = 0) -> Emo
         if not path.is_file():
             raise ModelError(f"no shipped emotion model at {path} yet: pass a model (--model) or export one (emoreel export)")
         return EmotionModel(path, threads=threads)
-    return EmotionModel(model, threads=threads)
+    return EmotionModel(resolve_model(model), threads=threads)
 
 
 def evaluate(model: EmotionModel | str | Path | None, data: LabelledFaces, tta: bool = False) -> EvalResult:

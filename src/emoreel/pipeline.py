@@ -74,6 +74,13 @@ class Analyzer:
         self._sync_detector: FaceDetector | None = None
         if o.detect_every < 1:
             raise InputError("--detect-every must be at least 1")
+        self.worker_detectors(max(1, o.threads))  # loaded now, not on the first frames
+
+    def worker_detectors(self, n: int) -> list[FaceDetector]:
+        """``n`` detectors for the detection workers (the main one first), made on first need."""
+        while 1 + len(self.extra_detectors) < n:
+            self.extra_detectors.append(self.new_detector())
+        return [self.detector, *self.extra_detectors][:n]
 
     def new_detector(self) -> FaceDetector:
         o = self.options
@@ -151,7 +158,6 @@ class Analyzer:
             return self.detect(frame)
         if self._sync_detector is None:
             self._sync_detector = self.new_detector()
-            self.extra_detectors.append(self._sync_detector)
         return self._sync_detector.detect(frame.image)
 
     def _observations(self, frame: Frame, faces: Faces, matches, distances) -> list[Observation]:
@@ -185,7 +191,7 @@ class Analyzer:
         return self.identifier.final_persons() if self.identifier is not None else {}
 
     def close(self) -> None:
-        for det in [self.detector, *self.extra_detectors]:
+        for det in [self.detector, *self.extra_detectors, *([self._sync_detector] if self._sync_detector else [])]:
             det.close()
 
 
@@ -199,19 +205,14 @@ def _detect_parallel(analyzer: Analyzer, frames: Iterable[Frame], workers: int) 
     cancels what is queued and joins the threads.
     """
     local = threading.local()
-    detectors: list[FaceDetector] = [analyzer.detector]
+    detectors = analyzer.worker_detectors(workers)
     lock = threading.Lock()
 
     def detect(frame: Frame) -> Faces:
         det = getattr(local, "detector", None)
         if det is None:
             with lock:
-                if detectors:
-                    det = detectors.pop()
-                else:
-                    det = analyzer.new_detector()
-                    analyzer.extra_detectors.append(det)
-            local.detector = det
+                det = local.detector = detectors.pop()
         return analyzer.prepare(frame, det.detect(frame.image))
 
     pending: deque = deque()

@@ -9,10 +9,13 @@ def register(sub) -> None:
     p.add_argument("-o", "--out", required=True, help="ONNX file to write (the card goes beside it as .json)")
     p.add_argument("--data", help="evaluate the exported model on this data and record the numbers in the card")
     p.add_argument("--split", default="val", help="split of --data to evaluate (default val)")
+    p.add_argument("--int8", metavar="ONNX", help="also write an int8 copy here (about 3x faster on CPU), calibrated on "
+                   "--calib-split of --data and evaluated like the float model")
+    p.add_argument("--calib-split", default="train", help="split of --data that calibrates --int8 (default train)")
     p.set_defaults(func=run)
 
 
-def export_and_evaluate(checkpoint, out, data_path=None, split="val") -> str:
+def export_and_evaluate(checkpoint, out, data_path=None, split="val", int8=None, calib_split="train") -> str:
     """Export, then (with ``data_path``) evaluate the ONNX file itself and write the metrics into its card.
 
     The numbers come from the exported ONNX through the onnxruntime runtime, so
@@ -22,29 +25,44 @@ def export_and_evaluate(checkpoint, out, data_path=None, split="val") -> str:
     from pathlib import Path
 
     from ..datasets import load_dataset
-    from ..evaluate import data_fingerprint, evaluate, load_model, write_card_metrics
+    from ..errors import InputError
+    from ..evaluate import data_fingerprint
     from ..train import export_onnx
 
+    if int8 and not data_path:
+        raise InputError("--int8 needs --data (its calibration faces and its evaluation come from there)")
+    if int8 and calib_split == split:
+        raise InputError(f"--calib-split must differ from --split ({split}): calibrate on training data")
     data = load_dataset(data_path, split) if data_path else None  # bad data fails before anything is written
+    calib = load_dataset(data_path, calib_split) if int8 else None
     onnx_path = export_onnx(checkpoint, out)
     if data is None:
         return f"wrote {onnx_path} (no evaluation: pass --data to record val metrics in the card)"
-    model = load_model(onnx_path)
-    res = evaluate(model, data)
-    res_tta = evaluate(model, data, tta=True)
     desc = {"data": Path(data_path).name, "data_path": str(data_path), "split": split}
     fp = data_fingerprint(data_path)
     if fp:
         desc["data_sha256"] = fp
     if data.bad_files or data.skipped_classes:
         desc["skipped"] = {"unreadable": data.bad_files, "classes": data.skipped_classes}
+    lines = [_evaluate_into_card(onnx_path, data, desc, split)]
+    if int8:
+        from ..train import quantize_int8
+
+        q = quantize_int8(onnx_path, int8, calib.images)
+        lines.append(_evaluate_into_card(q, data, desc, split))
+    return "\n".join(lines)
+
+
+def _evaluate_into_card(onnx_path, data, desc, split) -> str:
+    from ..evaluate import evaluate, load_model, write_card_metrics
+
+    model = load_model(onnx_path)
+    res = evaluate(model, data)
+    res_tta = evaluate(model, data, tta=True)
     write_card_metrics(onnx_path, res, desc, res_tta)
-    return (
-        f"wrote {onnx_path}: {split} accuracy {res.accuracy:.4f} "
-        f"({res_tta.accuracy:.4f} with mirror TTA) on {res.n} faces"
-    )
+    return f"wrote {onnx_path}: {split} accuracy {res.accuracy:.4f} ({res_tta.accuracy:.4f} with mirror TTA) on {res.n} faces"
 
 
 def run(args) -> int:
-    print(export_and_evaluate(args.checkpoint, args.out, args.data, args.split))
+    print(export_and_evaluate(args.checkpoint, args.out, args.data, args.split, args.int8, args.calib_split))
     return 0

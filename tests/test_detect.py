@@ -120,6 +120,37 @@ def test_downscaled_detection_maps_back(detector):
         assert np.abs(small.landmarks[best, :2] - ref_lm).max() < 0.12 * width, (side, small.landmarks[best, :2], ref_lm)
 
 
+def test_min_face_limits_the_downscaling():
+    """max_side sets the working size, but never shrinks a min_face face below what the backend finds."""
+    det = create_detector("centerface", max_side=320, min_face=40)
+    assert det.working_scale(640, 360) == 0.5  # 320 px wide: a 40 px face is 20 px
+    assert det.working_scale(1920, 1080) == pytest.approx(16 / 40)  # not 1/6: that would make it 6.7 px
+    assert det.working_scale(200, 100) == 1.0
+    assert create_detector("centerface", max_side=320).working_scale(1920, 1080) == pytest.approx(1 / 6)
+    with pytest.raises(InputError, match="min_face"):
+        create_detector("centerface", min_face=-1)
+
+
+def test_small_faces_in_a_1080p_frame_are_found():
+    """Three 48-56 px faces in a 1080p frame: found with the analyze defaults (max_side 320, min_face 40),
+    missed when the frame is simply scaled to 320 px (they would be 8-9 px)."""
+    from emoreel.config import AnalyzeOptions
+
+    o = AnalyzeOptions()
+    canvas = np.full((1080, 1920, 3), 110, np.uint8)
+    head = astronaut()[10:330, 60:380]
+    centres = []
+    for k, px in enumerate((170, 180, 200)):  # head crops; the face box is about 0.28 of the crop
+        x, y = 300 + 600 * k, 400 + 100 * k
+        canvas[y : y + px, x : x + px] = cv2.resize(head, (px, px), interpolation=cv2.INTER_AREA)
+        centres.append((x + px * 0.5, y + px * 0.35))
+    found = create_detector(o.detector, max_side=o.det_max_side, min_face=o.min_face).detect(canvas)
+    assert len(found) == 3
+    assert all(min(np.linalg.norm(centre(b) - c) for b in found.boxes) < 30 for c in centres)
+    assert (found.widths >= 40).all() and (found.widths <= 70).all(), found.widths
+    assert len(create_detector(o.detector, max_side=o.det_max_side).detect(canvas)) == 0
+
+
 def test_centerface_landmarks_of_a_face_cut_by_the_edge():
     """Points stay on the eyes when the face is cut by the image's left edge (box clipped to 0)."""
     det = create_detector("centerface")

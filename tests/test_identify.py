@@ -323,7 +323,10 @@ def test_real_clip_names_singer_and_pianist(tmp_path, monkeypatch):
     audience = tracks_where(frames >= 211)
     assert singer and pianist and audience
     assert {track_person[t] for t in singer} == {"lin-manuel-miranda"}
-    assert {track_person[t] for t in pianist} == {"alex-lacamoire"}
+    # his close-up tracks are his; a fragment of a frame or two while he turns away may stay unknown, never someone else
+    lengths = {t: int((tracks == t).sum()) for t in pianist}
+    assert {track_person[t] for t in pianist if lengths[t] >= 5} == {"alex-lacamoire"}
+    assert {track_person[t] for t in pianist} <= {"alex-lacamoire", "unknown"}
     named = {"lin-manuel-miranda", "alex-lacamoire"}
     assert not named & {track_person[t] for t in audience}
     assert not named & set(c["match"][frames >= 211]), "no audience face matches in any frame"

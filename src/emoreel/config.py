@@ -19,7 +19,7 @@ class AnalyzeOptions:
     end: float | None = opt(None, "end time in seconds")
     max_frames: int | None = opt(None, "stop after this many processed frames")
     detector: str = opt("centerface", "face detector backend", choices=("centerface", "haar", "hog"))
-    det_max_side: int = opt(384, "detect on frames downscaled so the long side is at most this (0 = full size; raise it for small faces in large frames)")
+    det_max_side: int = opt(320, "detect on frames downscaled so the long side is at most this, but never so far that a --min-face face drops below what the detector finds (0 = full size)")
     det_threshold: float = opt(0.5, "minimum detector confidence for a face")
     min_face: int = opt(40, "smallest face (box side in pixels) that is classified")
     max_yaw: float = opt(0.35, "frontal gate: max horizontal nose offset from the eye midpoint, in eye distances")

@@ -85,22 +85,33 @@ class ScaledDetector(FaceDetector):
     """Base of the built-in backends: detect on a copy at most ``max_side`` pixels long.
 
     ``threshold`` is the minimum score kept; ``max_side`` 0 means full size.
+    ``min_face`` (pixels in the input image, 0 = off) limits the downscaling: a
+    face that small is never shrunk below :attr:`smallest_face_px`, the size the
+    backend still finds, so large frames are detected at a higher resolution.
     Subclasses implement :meth:`_detect` (at the working scale) and may override
     :meth:`_refine` (landmarks on the full-resolution image).
     """
 
-    def __init__(self, threshold: float = 0.5, max_side: int = 640):
+    smallest_face_px = 16  # the smallest face (box side, working-scale pixels) the backend finds reliably
+
+    def __init__(self, threshold: float = 0.5, max_side: int = 640, min_face: int = 0):
         if not 0.0 <= float(threshold) <= 1.0:
             raise InputError(f"detector threshold must be in [0, 1], got {threshold}")
         if int(max_side) < 0 or 0 < int(max_side) < 32:
             raise InputError(f"detector max_side must be 0 (full size) or at least 32, got {max_side}")
+        if int(min_face) < 0:
+            raise InputError(f"detector min_face must be 0 (off) or positive, got {min_face}")
         self.threshold = float(threshold)
         self.max_side = int(max_side)
+        self.min_face = int(min_face)
 
     def working_scale(self, width: int, height: int) -> float:
         """Factor from full-resolution to working-scale pixels (1.0 when no downscaling)."""
         long = max(width, height)
-        return self.max_side / long if self.max_side and long > self.max_side else 1.0
+        scale = self.max_side / long if self.max_side and long > self.max_side else 1.0
+        if self.min_face and scale < 1.0:
+            scale = min(1.0, max(scale, self.smallest_face_px / self.min_face))
+        return scale
 
     def detect(self, image: np.ndarray) -> Faces:
         image = as_bgr(image)
@@ -221,8 +232,11 @@ class CenterFaceDetector(ScaledDetector):
 
     name = "centerface"
 
-    def __init__(self, threshold: float = 0.5, max_side: int = 640, threads: int = 1, nms_iou: float = 0.3):
-        super().__init__(threshold, max_side)
+    smallest_face_px = 16  # measured: 14 px faces found 20/20, 12 px 15/20 (docs/detectors.md)
+
+    def __init__(self, threshold: float = 0.5, max_side: int = 640, threads: int = 1, nms_iou: float = 0.3,
+                 min_face: int = 0):
+        super().__init__(threshold, max_side, min_face)
         import onnxruntime as ort
 
         if int(threads) < 1:
@@ -316,11 +330,13 @@ class HaarDetector(ScaledDetector):
         score_scale: float = 2.0,
         eye_band: float = 0.6,
         eye_face_px: int = 120,
+        min_face: int = 0,
     ):
-        super().__init__(threshold, max_side)
+        super().__init__(threshold, max_side, min_face)
         self.face = _cascade("haarcascade_frontalface_default.xml")
         self.eyes = _cascade("haarcascade_eye.xml")
         self.min_size, self.min_neighbors, self.scale_factor = int(min_size), int(min_neighbors), float(scale_factor)
+        self.smallest_face_px = self.min_size  # the cascade's own minimum window
         self.score_scale, self.eye_band, self.eye_face_px = float(score_scale), float(eye_band), int(eye_face_px)
 
     def _detect(self, image: np.ndarray) -> Faces:
@@ -385,8 +401,9 @@ class HogDetector(ScaledDetector):
 
     name = "hog"
 
-    def __init__(self, threshold: float = 0.5, max_side: int = 640, upsample: int = 0):
-        super().__init__(threshold, max_side)
+    def __init__(self, threshold: float = 0.5, max_side: int = 640, upsample: int = 0, min_face: int = 0):
+        super().__init__(threshold, max_side, min_face)
+        self.smallest_face_px = 80 >> max(0, int(upsample))  # dlib's 80 px window, halved per upsampling
         try:
             import dlib
         except ImportError:

@@ -84,7 +84,7 @@ class Analyzer:
 
     def new_detector(self) -> FaceDetector:
         o = self.options
-        return create_detector(o.detector, threshold=o.det_threshold, max_side=o.det_max_side)
+        return create_detector(o.detector, threshold=o.det_threshold, max_side=o.det_max_side, min_face=o.min_face)
 
     def detect(self, frame: Frame) -> Faces:
         return self.detector.detect(frame.image)

@@ -82,6 +82,10 @@ def test_run_json(analyzed, example_video):
     assert len(meta["model"]["sha256"]) == 64
     assert meta["emoreel_version"] == emoreel.__version__
     assert meta["frames_processed"] == 45
+    # what the detector actually saw: 640x360 at max side 320 (a 40 px face stays above 16 px)
+    assert meta["detector"] == {"name": "centerface", "threshold": 0.5, "max_side": 320, "min_face": 40,
+                                "smallest_face_px": 16, "working_size": [320, 180]}
+    assert meta["model"]["name"] == "emoreel-fer-int8"
 
 
 def test_python_api_yields_what_the_cli_writes(analyzed, example_video):
@@ -247,4 +251,46 @@ def test_detect_every_k_tracks_in_between(example_video, tmp_path):
 def test_bad_smoothing_and_tracking_options(capsys, example_video, tmp_path, flag, value):
     code, err = run_cli(capsys, "analyze", str(example_video), "-o", str(tmp_path / "o"), flag, value)
     assert code != 0 and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists(), "refused before anything is written"
+
+
+def test_record_keeps_every_frame_read_and_extract_uses_it(example_video, tmp_path, capsys):
+    """--record (meant for cameras) writes every frame read, skipped ones included, so frame numbers
+    in results.csv index the recording; a camera run's extract/annotate then need no --video."""
+    from emoreel.video import read_frames
+
+    out = tmp_path / "o"
+    assert main(["analyze", str(example_video), "-o", str(out), "--record", "--every", "3", "--quiet"]) == 0
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["input"]["recording"] == "recording.mp4" and meta["params"]["record"] is True
+    rec = out / "recording.mp4"
+    with emoreel.open_source(rec) as src:
+        assert src.info.frame_count == 45 and (src.info.width, src.info.height) == (640, 360)
+    a = [f.image.astype(np.int16) for f in read_frames(example_video, [0, 21, 42])]
+    b = [f.image.astype(np.int16) for f in read_frames(rec, [0, 21, 42])]
+    same = [np.abs(x - y).mean() for x, y in zip(a, b)]
+    other = np.abs(a[0] - b[2]).mean()
+    assert max(same) < 3 < other, (same, other)  # frame k of the recording is frame k of the input
+    assert {int(r["frame"]) for r in read_rows(out)[1]} == set(range(0, 45, 3))
+    # as a camera run would have written it: the recording stands in for the missing video file
+    meta["input"].update(path="camera:0", kind="camera", frame_count=0)
+    (out / "run.json").write_text(json.dumps(meta))
+    assert main(["annotate", str(out), "-o", str(tmp_path / "a.mp4")]) == 0
+    with emoreel.open_source(tmp_path / "a.mp4") as src:
+        assert src.info.frame_count == 45
+    del meta["input"]["recording"]
+    (out / "run.json").write_text(json.dumps(meta))
+    capsys.readouterr()
+    assert main(["annotate", str(out), "-o", str(tmp_path / "b.mp4")]) != 0
+    assert "without --record" in capsys.readouterr().err
+
+
+def test_record_refuses_image_folders(tmp_path, capsys):
+    import cv2
+
+    (tmp_path / "shots").mkdir()
+    cv2.imwrite(str(tmp_path / "shots" / "a.png"), np.zeros((64, 64, 3), np.uint8))
+    code = main(["analyze", str(tmp_path / "shots"), "-o", str(tmp_path / "o"), "--record"])
+    err = capsys.readouterr().err
+    assert code != 0 and "not image folders" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists(), "refused before anything is written"

@@ -18,6 +18,7 @@ class AnalyzeOptions:
     start: float | None = opt(None, "start time in seconds")
     end: float | None = opt(None, "end time in seconds")
     max_frames: int | None = opt(None, "stop after this many processed frames")
+    record: bool = opt(False, "keep every frame read in OUT_DIR/recording.mp4 (for --camera runs: what extract, annotate and the report need later)")
     detector: str = opt("centerface", "face detector backend", choices=("centerface", "haar", "hog"))
     det_max_side: int = opt(320, "detect on frames downscaled so the long side is at most this, but never so far that a --min-face face drops below what the detector finds (0 = full size)")
     det_threshold: float = opt(0.5, "minimum detector confidence for a face")

@@ -261,10 +261,15 @@ def resolve_video(res: Results, video: str | Path | None = None) -> Path:
     """
     inp = res.meta.get("input", {}) or {}
     kind = inp.get("kind")
-    if kind == "camera" and not video:
-        raise InputError("these results come from a camera: there is no video file (give a recording with --video PATH)")
+    recording = res.dir / inp["recording"] if inp.get("recording") else None
+    use_recording = False
     if video:
         path = Path(video)
+    elif recording is not None and (kind == "camera" or not Path(inp.get("path") or "").is_file()):
+        path, use_recording = recording, True  # the frames analyze read, kept by --record
+    elif kind == "camera":
+        raise InputError("these results come from a camera run without --record: there is no video file "
+                         "(give a recording with --video PATH)")
     elif inp.get("path"):
         path = Path(inp["path"])
     else:
@@ -277,7 +282,7 @@ def resolve_video(res: Results, video: str | Path | None = None) -> Path:
     if (info.width, info.height) != (inp.get("width"), inp.get("height")):
         diffs.append(f"size {info.width}x{info.height}, results say {inp.get('width')}x{inp.get('height')}")
     n = inp.get("frame_count") or 0
-    if kind != "camera" and n and abs(info.frame_count - n) > 2:
+    if kind != "camera" and not use_recording and n and abs(info.frame_count - n) > 2:
         diffs.append(f"{info.frame_count} frames, results say {n}")
     want_fps = _results_fps(res)
     if kind == "video" and want_fps and info.fps and abs(float(info.fps) - float(want_fps)) > 0.01:

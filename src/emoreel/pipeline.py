@@ -25,10 +25,10 @@ import numpy as np
 from . import __version__
 from .align import BLURRY, align_faces, frontal_gate, sharpness
 from .config import AnalyzeOptions
-from .detect import FaceDetector, create_detector
+from .detect import FaceDetector, ScaledDetector, create_detector
 from .emotion import EmotionModel
 from .errors import InputError, VideoOpenFailure
-from .results import ResultsWriter, prepare_output_dir, rewrite_persons
+from .results import RECORDING, ResultsWriter, prepare_output_dir, rewrite_persons
 from .smooth import EmotionSmoother
 from .track import Tracker
 from .types import EYE_L, EYE_R, Faces, Frame, Observation
@@ -265,6 +265,17 @@ def analyze(source: str | int | Path, **options) -> Iterator[Observation]:
             analyzer.close()
 
 
+def _detector_meta(det: FaceDetector, width: int, height: int) -> dict:
+    """The detector's name and, for the built-in backends, its settings and working size for this input."""
+    meta: dict = {"name": det.name}
+    if isinstance(det, ScaledDetector):
+        scale = det.working_scale(width, height) if width and height else 1.0
+        meta.update(threshold=det.threshold, max_side=det.max_side, min_face=det.min_face,
+                    smallest_face_px=det.smallest_face_px,
+                    working_size=[max(1, round(width * scale)), max(1, round(height * scale))] if width else None)
+    return meta
+
+
 @dataclass
 class RunSummary:
     """What a finished (or interrupted) ``analyze_to_dir`` run did."""
@@ -307,19 +318,22 @@ def analyze_to_dir(
     src = _open(source, o)
     own = analyzer is None
     try:
+        if o.record and src.info.kind == "images":
+            raise InputError("--record is for cameras and videos, not image folders")
         analyzer = analyzer or Analyzer(o)  # bad options and models fail before anything is written
         out = prepare_output_dir(out_dir, force)
         info = src.info
+        recording = src.record(out / RECORDING).name if o.record else None
         meta = {
             "emoreel_version": __version__,
             "input": {
                 "path": str(Path(info.path).resolve()) if info.kind != "camera" else info.path,
                 "kind": info.kind, "width": info.width, "height": info.height,
                 "fps": float(info.fps), "fps_fraction": str(info.fps), "frame_count": info.frame_count,
-                "duration_s": info.duration_s,
+                "duration_s": info.duration_s, **({"recording": recording} if recording else {}),
             },
             "params": o.to_dict(),
-            "detector": {"name": analyzer.detector.name},
+            "detector": _detector_meta(analyzer.detector, info.width, info.height),
             "model": {"name": analyzer.model.name, "path": str(analyzer.model.path), "sha256": analyzer.model.sha256,
                       "classes": list(analyzer.model.classes)},
             "expected_frames": src.expected_frames(),

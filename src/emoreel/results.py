@@ -26,6 +26,8 @@ SCHEMA = "emoreel-results/1"
 RESULTS_CSV = "results.csv"
 RUN_JSON = "run.json"
 
+RECORDING = "recording.mp4"  # analyze --record: every frame read, beside results.csv
+
 COLUMNS: tuple[str, ...] = (
     "frame", "time_s", "track_id", "person", "match", "match_distance",
     "x", "y", "w", "h", "det_score",

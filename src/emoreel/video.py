@@ -61,6 +61,8 @@ class VideoSource:
     ``every`` keeps every Nth frame, ``start``/``end`` (seconds) bound the range and
     ``max_frames`` caps how many frames are yielded. After iteration,
     :attr:`truncated` says whether a file ended before its declared frame count.
+    :meth:`record` keeps a copy of every frame read (skipped ones included), so that
+    frame indices of a camera run point into the recording.
     """
 
     def __init__(
@@ -90,6 +92,7 @@ class VideoSource:
         self.bad_images = 0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._recorder: VideoWriter | None = None
         if isinstance(source, int) or (isinstance(source, str) and source.startswith("camera:")):
             self._open_camera(int(str(source).split(":")[-1]))
         else:
@@ -137,6 +140,17 @@ class VideoSource:
         self._cap, self._first = cap, None
         self.info = VideoInfo(str(p), "video", w, h, fps, n)
 
+    def record(self, path: str | Path) -> Path:
+        """Write every frame read from now on (from frame 0 for cameras) to ``path``; call before iterating.
+
+        The file appears under its name when the source is closed, also after an
+        interruption, holding the frames read so far.
+        """
+        if self.info.kind == "images":
+            raise InputError("recording is for cameras and videos, not image folders")
+        self._recorder = VideoWriter(path, self.info.fps, (self.info.width, self.info.height))
+        return self._recorder.path
+
     # -- range -----------------------------------------------------------------------------
     @property
     def first_index(self) -> int:
@@ -179,12 +193,14 @@ class VideoSource:
                 if self.max_frames and yielded >= self.max_frames:
                     return
             return
-        cap = self._cap
+        cap, rec = self._cap, self._recorder
         index = 0
         if self._first is not None:  # camera: the probe frame is frame 0
+            if rec:
+                rec.write(self._first)
             yield Frame(0, 0.0, self._first)
             yielded, index = 1, 1
-        elif first > 0:
+        elif first > 0 and rec is None:
             cap.set(cv2.CAP_PROP_POS_FRAMES, first)
             index = int(cap.get(cv2.CAP_PROP_POS_FRAMES)) or first
         while not self._stop.is_set():
@@ -196,12 +212,15 @@ class VideoSource:
             ok = cap.grab()
             if not ok:
                 break
-            if keep:
+            if keep or rec:
                 ok, img = cap.retrieve()
                 if not ok or img is None:
                     break
-                yield Frame(index, self._time(index), img)
-                yielded += 1
+                if rec:
+                    rec.write(img)
+                if keep:
+                    yield Frame(index, self._time(index), img)
+                    yielded += 1
             index += 1
         if self.info.kind == "video" and self.info.frame_count and not self._stop.is_set():
             expected_end = stop if stop is not None else self.info.frame_count
@@ -264,6 +283,9 @@ class VideoSource:
         if self._cap is not None:
             self._cap.release()
             self._cap = None
+        if self._recorder is not None:
+            self._recorder.close(keep=self._recorder.frames > 0)
+            self._recorder = None
 
     def __enter__(self) -> "VideoSource":
         return self

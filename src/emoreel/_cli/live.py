@@ -5,8 +5,8 @@ from __future__ import annotations
 from ..config import AnalyzeOptions
 
 NO_WINDOW_HINT = (
-    "record instead: `emoreel analyze --camera N -o OUT` writes the results, and "
-    "`emoreel annotate OUT --video RECORDING -o annotated.mp4` draws them on a recording of that camera "
+    "record instead: `emoreel analyze --camera N -o OUT --record` writes the results and the camera's "
+    "frames, and `emoreel annotate OUT -o annotated.mp4` draws them "
     "(or install opencv-python, which has a GUI, and run live on a machine with a display)"
 )
 

@@ -146,6 +146,26 @@ def test_onnx_export_matches_pytorch_logits_and_card(trained, tmp_path):
     assert np.abs(probs - torch.softmax(torch.from_numpy(ref), 1).numpy()).max() < 1e-4
 
 
+def test_ensemble_export_averages_the_members(trained, tmp_path, capsys):
+    """Two checkpoints export as one ONNX whose output is the mean of their log-probabilities."""
+    out, _ = trained
+    other = train(synthetic(), synthetic(10, seed=1), tmp_path / "b", TrainConfig(epochs=2, **{**CFG, "seed": 1}), command="b")
+    ds = write_folder(tmp_path / "ds", synthetic(5, seed=3), "val")
+    onnx_path = tmp_path / "ens.onnx"
+    assert main(["export", str(out / "best.pt"), other.checkpoint, "-o", str(onnx_path), "--data", str(ds)]) == 0
+    card = read_card(onnx_path)
+    assert card["architecture"]["type"].startswith("ensemble of 2")
+    assert [m["command"] for m in card["training"]["members"]] == ["test", "b"]
+    x = synthetic(3, seed=2).images
+    inp = torch.from_numpy(x)
+    with torch.no_grad():
+        logp = [torch.log_softmax(load_checkpoint(c)[0](normalise(inp)), 1) for c in (out / "best.pt", other.checkpoint)]
+    want = torch.softmax((logp[0] + logp[1]) / 2, 1).numpy()
+    got = EmotionModel(onnx_path).predict(list(x))
+    assert np.abs(got - want).max() < 1e-4
+    assert card["evaluation"]["n"] == 35
+
+
 def test_cli_export_then_evaluate_reproduces_card(trained, tmp_path, capsys):
     out, _ = trained
     data = synthetic(5, seed=3)

@@ -389,12 +389,46 @@ def load_checkpoint(path: str | Path, device: str = "cpu"):
     return model, cfg, ck
 
 
-def export_onnx(checkpoint: str | Path, onnx_path: str | Path, card_extra: dict | None = None) -> Path:
-    """Export a checkpoint to ONNX (dynamic batch) and write its model card beside it.
+if torch is not None:
 
+    class Ensemble(nn.Module):
+        """Members' log-probabilities averaged: its output is a logit vector (softmax gives the ensemble)."""
+
+        def __init__(self, members):
+            super().__init__()
+            self.members = nn.ModuleList(members)
+
+        def forward(self, x):
+            return torch.stack([F.log_softmax(m(x), 1) for m in self.members]).mean(0)
+
+
+def _training_card(ck: dict, cfg: TrainConfig) -> dict:
+    return {
+        "command": ck.get("command", ""),
+        **({"resume_commands": ck["resume_commands"]} if ck.get("resume_commands") else {}),
+        "data": ck.get("data") or data_from_command(ck.get("command", "")),
+        "epochs_trained": int(ck["epoch"]) + 1,
+        "epochs_planned": int(cfg.epochs),
+        "checkpoint_val_acc": round(float(ck["val_acc"]), 4) if "val_acc" in ck else None,
+        "config": ck["config"],
+    }
+
+
+def export_onnx(checkpoint: str | Path | list, onnx_path: str | Path, card_extra: dict | None = None) -> Path:
+    """Export a checkpoint (or several, as one ensemble) to ONNX (dynamic batch) with its model card.
+
+    An ensemble averages its members' log-probabilities; they must share the input size.
     The card's accuracy fields are filled by :func:`emoreel.evaluate.write_card_metrics`.
     """
-    model, cfg, ck = load_checkpoint(checkpoint)
+    paths = list(checkpoint) if isinstance(checkpoint, (list, tuple)) else [checkpoint]
+    if not paths:
+        raise EmoreelError("export needs at least one checkpoint")
+    loaded = [load_checkpoint(p) for p in paths]
+    model, cfg, ck = loaded[0]
+    if any(c.size != cfg.size for _, c, _ in loaded):
+        raise EmoreelError("ensemble members must share the input size")
+    if len(loaded) > 1:
+        model = Ensemble([m for m, _, _ in loaded]).eval()
     onnx_path = Path(onnx_path)
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     dummy = torch.zeros(1, 1, cfg.size, cfg.size)
@@ -414,6 +448,16 @@ def export_onnx(checkpoint: str | Path, onnx_path: str | Path, card_extra: dict 
     os.replace(tmp, onnx_path)
     from .emotion import write_card
 
+    env = {"torch": torch.__version__, "python": platform.python_version(),
+           "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    if len(loaded) == 1:
+        architecture = {"type": "EmoNet (residual VGG-style CNN)", "widths": list(cfg.widths)}
+        training = {**_training_card(ck, cfg), **env}
+    else:
+        architecture = {"type": f"ensemble of {len(loaded)} EmoNet (mean of log-probabilities)",
+                        "members": [{"widths": list(c.widths)} for _, c, _ in loaded]}
+        training = {"members": [{"checkpoint": str(p), **_training_card(k, c)} for p, (_, c, k) in zip(paths, loaded)],
+                    **env}
     card = {
         "name": onnx_path.stem,
         "classes": list(EMOTIONS),
@@ -434,19 +478,8 @@ def export_onnx(checkpoint: str | Path, onnx_path: str | Path, card_extra: dict 
             "landmarks on 917 of 1,000 random training images (upscaled to 192 px), made level and symmetric; "
             "emoreel.align crops video faces to match",
         },
-        "architecture": {"type": "EmoNet (residual VGG-style CNN)", "widths": list(cfg.widths)},
-        "training": {
-            "command": ck.get("command", ""),
-            **({"resume_commands": ck["resume_commands"]} if ck.get("resume_commands") else {}),
-            "data": ck.get("data") or data_from_command(ck.get("command", "")),
-            "epochs_trained": int(ck["epoch"]) + 1,
-            "epochs_planned": int(cfg.epochs),
-            "checkpoint_val_acc": round(float(ck["val_acc"]), 4) if "val_acc" in ck else None,
-            "config": ck["config"],
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        },
+        "architecture": architecture,
+        "training": training,
     }
     if card_extra:
         card.update(card_extra)

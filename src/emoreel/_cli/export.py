@@ -5,7 +5,8 @@ from __future__ import annotations
 
 def register(sub) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX with its model card (needs emoreel[train])")
-    p.add_argument("checkpoint", help="best.pt or last.pt written by `emoreel train`")
+    p.add_argument("checkpoint", nargs="+", help="best.pt or last.pt written by `emoreel train`; several make one "
+                   "ensemble (their log-probabilities averaged)")
     p.add_argument("-o", "--out", required=True, help="ONNX file to write (the card goes beside it as .json)")
     p.add_argument("--data", help="evaluate the exported model on this data and record the numbers in the card")
     p.add_argument("--split", default="val", help="split of --data to evaluate (default val)")

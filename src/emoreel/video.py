@@ -141,7 +141,7 @@ class VideoSource:
         self.info = VideoInfo(str(p), "video", w, h, fps, n)
 
     def record(self, path: str | Path) -> Path:
-        """Write every frame read from now on (from frame 0 for cameras) to ``path``; call before iterating.
+        """Write every frame read to ``path`` (from the first, also with a start time); call before iterating.
 
         The file appears under its name when the source is closed, also after an
         interruption, holding the frames read so far.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
 from fractions import Fraction
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from helpers import level, numbered_video
 
 from emoreel.cli import main
+from emoreel.encode import SoundTrack, ffmpeg_exe
 from emoreel.results import ResultsWriter, load_results
 from emoreel.types import EMOTIONS, Observation
 from emoreel.video import open_source, read_frames
@@ -115,6 +117,20 @@ def test_runs_break_on_other_emotions_and_bridge_tracker_gaps(tmp_path):
     assert [(r.first_frame, r.last_frame) for r in runs] == [(0, 28), (34, 42), (46, 58)]
     assert runs[0].duration_s == pytest.approx(30 / 30)  # frames 0..29: the last processed frame stands for 2
     assert select(res, Selection("happy", min_duration=0.45)).sum() == len(runs[0].rows) + len(runs[2].rows)
+
+
+def test_raw_selection_names_the_raw_emotion(tmp_path, capsys):
+    """Selecting on the raw label: segments.csv and the reel caption name the raw emotion, not the smoothed one."""
+    video = numbered_video(tmp_path / "v.mp4", n=N, fps=FPS)
+    frames = {f: [obs(f, 1, "happy")] for f in range(N)}
+    for f in range(20, 30):
+        frames[f][0].emotion = "surprise"  # smoothing held "happy" through a short surprise
+    res_dir = write_results(tmp_path / "res", video, frames)
+    code, _, err = cli(capsys, "extract", res_dir, "--emotion", "surprise", "--raw", "-o", tmp_path / "x", "--no-crops",
+                       "--clips", "--pad", "0", "-q")  # fmt: skip
+    assert code == 0, err
+    assert [(s["first_frame"], s["last_frame"], s["emotions"]) for s in read_csv(tmp_path / "x" / "segments.csv")] == [
+        ("20", "29", "surprise")]  # fmt: skip
 
 
 def test_segments_pad_and_merge_across_tracks():
@@ -433,3 +449,126 @@ def test_annotate_and_live_frames_after_real_analyze(analyzed, tmp_path, capsys)
     assert len(shown) == 3 and all(len(obs) == 2 for _, obs, _ in shown)
     frame, _, img = shown[-1]
     assert img.shape == frame.image.shape and np.abs(img.astype(int) - frame.image.astype(int)).sum() > 0
+
+
+# ---- sound ----------------------------------------------------------------------------------------
+
+RATE = 48000
+BURSTS = (12, 42)  # source frames where a 60 ms tone starts (inside anna's happy runs)
+VIDEO_DELAY = 0.5  # the video stream starts 0.5 s after the audio, as in many real files
+
+
+def pcm(path: Path) -> np.ndarray:
+    """The first audio stream of ``path``, mono float at 48 kHz (empty when it has none)."""
+    exe = ffmpeg_exe()
+    out = subprocess.run([exe, "-v", "error", "-i", str(path), "-map", "0:a:0?", "-ac", "1", "-ar", str(RATE),
+                          "-f", "s16le", "-"], capture_output=True, check=True).stdout  # fmt: skip
+    return np.frombuffer(out, np.int16).astype(np.float32) / 32768
+
+
+def onsets(x: np.ndarray) -> list[float]:
+    """Times (s) where the tone bursts start: the envelope crosses half its peak."""
+    env = np.convolve(np.abs(x), np.ones(48) / 48, "same")
+    on = env > 0.5 * env.max()
+    starts = np.flatnonzero(on[1:] & ~on[:-1]) + 1
+    return [s / RATE for s in starts]
+
+
+@pytest.fixture
+def sounded(tmp_path) -> tuple[Path, Path]:
+    """The ``controlled`` results on a copy of the numbered video that has sound: silence with a
+    1 kHz burst starting exactly when frames 12 and 42 play; the video starts 0.5 s into the audio."""
+    if ffmpeg_exe() is None:
+        pytest.skip("no ffmpeg")
+    silent = numbered_video(tmp_path / "silent.mp4", n=N, fps=FPS)
+    audio = np.zeros(int((VIDEO_DELAY + N / 30 + 0.5) * RATE), np.float32)
+    for f in BURSTS:
+        s = round((VIDEO_DELAY + f / 30) * RATE)
+        audio[s : s + RATE * 6 // 100] = 0.5 * np.sin(2 * np.pi * 1000 * np.arange(RATE * 6 // 100) / RATE)
+    raw = tmp_path / "a.raw"
+    raw.write_bytes((audio * 32767).astype("<i2").tobytes())
+    video = tmp_path / "v.mov"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-itsoffset", str(VIDEO_DELAY), "-i", str(silent),
+                    "-f", "s16le", "-ar", str(RATE), "-ac", "1", "-i", str(raw),
+                    "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "pcm_s16le", str(video)], check=True)  # fmt: skip
+    frames = {
+        f: [obs(f, 1, "happy" if f in HAPPY_1 else "neutral", "anna"),
+            obs(f, 2, "happy" if f in HAPPY_2 else "sad", x=150.0, prob=0.6)]
+        for f in range(N)
+    }  # fmt: skip
+    return write_results(tmp_path / "res", video, frames), video
+
+
+def test_sound_track_finds_where_frame_zero_plays(sounded):
+    _, video = sounded
+    track = SoundTrack.of(video, FPS)
+    assert track is not None and track.start_s == pytest.approx(VIDEO_DELAY, abs=0.002)
+    assert [round(t * 30 - VIDEO_DELAY * 30, 2) for t in onsets(pcm(video))] == [12.0, 42.0]
+
+
+@pytest.mark.parametrize("inputs", [64, 1], ids=["one-ffmpeg-run", "many-segments-via-wav"])
+def test_clips_and_reel_carry_the_sound_of_their_frames(sounded, tmp_path, capsys, monkeypatch, inputs):
+    monkeypatch.setattr("emoreel.encode.MAX_SOUND_INPUTS", inputs)
+    res_dir, _ = sounded
+    reel = tmp_path / "reel.mp4"
+    code, out, err = cli(capsys, "extract", res_dir, "--emotion", "happy", "--person", "anna", "-o", tmp_path / "x",
+                         "--no-crops", "--clips", "--pad", "0", "--merge-gap", "0", "--reel", reel, "-q")  # fmt: skip
+    assert code == 0 and "(with sound)" in out, err
+    clips = sorted((tmp_path / "x" / "clips").iterdir())
+    assert len(clips) == 2  # frames 10-19 and 40-44
+    for clip, first, last in zip(clips, (10, 40), (19, 44)):
+        with open_source(clip) as src:
+            assert [level(f.image) for f in src] == list(range(first, last + 1))
+        assert fourcc(clip) in ("avc1", "h264")
+        x = pcm(clip)
+        assert len(x) == pytest.approx((last - first + 1) / 30 * RATE, abs=RATE // 100)
+        burst = next(b for b in BURSTS if first <= b <= last)
+        assert onsets(x) == [pytest.approx((burst - first) / 30, abs=0.002)]
+    # the reel: 10 frames of the first segment, then 5 of the second, each with its own sound
+    x = pcm(reel)
+    assert len(x) == pytest.approx(15 / 30 * RATE, abs=RATE // 100)
+    assert onsets(x) == [pytest.approx(2 / 30, abs=0.002), pytest.approx((10 + 2) / 30, abs=0.002)]
+    assert not [p for p in tmp_path.rglob(".*partial*")]
+
+
+def test_annotate_keeps_the_sound_in_sync(sounded, tmp_path, capsys):
+    res_dir, _ = sounded
+    out = tmp_path / "ann.mp4"
+    code, stdout, _ = cli(capsys, "annotate", res_dir, "-o", out, "-q")
+    assert code == 0 and "with sound" in stdout
+    x = pcm(out)
+    assert len(x) == pytest.approx(N / 30 * RATE, abs=RATE // 100)
+    assert onsets(x) == [pytest.approx(b / 30, abs=0.002) for b in BURSTS]
+
+
+def fourcc(path: Path) -> str:
+    code = int(cv2.VideoCapture(str(path)).get(cv2.CAP_PROP_FOURCC))
+    return "".join(chr(code >> 8 * i & 0xFF) for i in range(4))
+
+
+def test_mute(sounded, tmp_path, capsys):
+    res_dir, _ = sounded
+    code, out, _ = cli(capsys, "extract", res_dir, "--emotion", "happy", "-o", tmp_path / "m", "--no-crops", "--clips",
+                       "--mute", "-q")  # fmt: skip
+    assert code == 0 and "(muted)" in out
+    clips = list((tmp_path / "m" / "clips").iterdir())
+    assert clips and all(SoundTrack.of(c, FPS) is None for c in clips)
+
+
+def test_silent_source(controlled, tmp_path, capsys):
+    silent_res, _ = controlled
+    code, out, _ = cli(capsys, "annotate", silent_res, "-o", tmp_path / "a.mp4", "-q")
+    assert code == 0 and "no sound: the video has none" in out
+    assert SoundTrack.of(tmp_path / "a.mp4", FPS) is None
+
+
+def test_without_ffmpeg_clips_are_still_written(controlled, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("emoreel.encode.ffmpeg_exe", lambda: None)
+    res_dir, _ = controlled
+    code, out, _ = cli(capsys, "extract", res_dir, "--emotion", "happy", "--person", "anna", "-o", tmp_path / "x",
+                       "--no-crops", "--clips", "--pad", "0", "--merge-gap", "0", "-q")  # fmt: skip
+    assert code == 0 and "ffmpeg not found" in out
+    clip = sorted((tmp_path / "x" / "clips").iterdir())[0]
+    with open_source(clip) as src:
+        assert [level(f.image) for f in src] == list(range(10, 20))
+    assert fourcc(clip) in ("mp4v", "FMP4")  # OpenCV's MPEG-4 part 2

@@ -36,7 +36,8 @@ from .emotion import DEFAULT_EYES, InputSpec, default_model_path, read_card
 from .errors import DataError, InputError, ModelError, OutputError
 from .results import Results
 from .types import EMOTIONS, Frame, Observation
-from .video import VideoWriter, exact_fps, open_source, probe, read_frames
+from .encode import SoundTrack, VideoWriter
+from .video import exact_fps, open_source, probe, read_frames
 
 log = logging.getLogger(__name__)
 
@@ -169,14 +170,14 @@ def select(res: Results, sel: Selection) -> np.ndarray:
         mask &= c["time_s"] <= sel.end + 1e-9
     if sel.min_duration > 0:
         keep = np.zeros_like(mask)
-        for run in find_runs(res, mask):
+        for run in find_runs(res, mask, raw=sel.raw):
             if run.duration_s >= sel.min_duration - 1e-9:
                 keep[run.rows] = True
         mask = keep
     return mask
 
 
-def find_runs(res: Results, mask: np.ndarray, max_gap: int | None = None) -> list[Run]:
+def find_runs(res: Results, mask: np.ndarray, max_gap: int | None = None, raw: bool = False) -> list[Run]:
     """Continuous runs of selected rows per track, in time order.
 
     Within one track, a run ends where an accepted row of that track is *not*
@@ -184,6 +185,7 @@ def find_runs(res: Results, mask: np.ndarray, max_gap: int | None = None) -> lis
     where the next selected row is more than ``max_gap`` frames later (default:
     :func:`continuity_gap`, the tracker's tolerance). Rejected rows (no emotion)
     are treated like missed frames. Rows without a track (id < 0) are runs of one.
+    A run's ``emotion`` is its first row's smoothed label, or raw label with ``raw``.
     """
     c = res.cols
     fps = res.fps or 1.0
@@ -199,7 +201,7 @@ def find_runs(res: Results, mask: np.ndarray, max_gap: int | None = None) -> lis
     def make(part: np.ndarray, tid: int) -> Run:
         f0, f1 = int(c["frame"][part[0]]), int(c["frame"][part[-1]])
         first = part[0]
-        emotion = str(c["emotion_smooth"][first] if c["emotion_smooth"][first] else c["emotion"][first])
+        emotion = str(c["emotion"][first] if raw or not c["emotion_smooth"][first] else c["emotion_smooth"][first])
         return Run(tid, str(c["person"][first]), emotion, part, f0, f1, f0 / fps, (f1 + step) / fps)
 
     for tid in np.unique(tids[sel_idx]):
@@ -535,22 +537,24 @@ SEGMENT_COLUMNS = ("segment", "first_frame", "last_frame", "frames", "start_s", 
 
 def write_segments(
     video: Path, segs: list[Segment], clips_dir: Path | None = None, reel: Path | None = None,
-    table: Path | None = None, progress: ProgressFn | None = None,
+    table: Path | None = None, progress: ProgressFn | None = None, sound: bool | SoundTrack = True,
 ) -> tuple[list[Path], int]:  # fmt: skip
     """Clips (one file per segment in ``clips_dir``) and/or the ``reel`` (all segments joined,
     captioned with time, person and emotion), in one forward pass over ``video``.
 
     Each segment holds exactly source frames ``first..last``. ``table`` (CSV) lists the
-    segments with their clip name and where each starts in the reel. Returns
-    ``(clip paths, reel frame count)``.
+    segments with their clip name and where each starts in the reel. Clips and reel carry
+    the video's sound, cut to the same frames, unless ``sound`` is False (see
+    :mod:`emoreel.encode`). Returns ``(clip paths, reel frame count)``.
     """
     info = probe(video)
     fps = info.fps or Fraction(30)
     size = (info.width, info.height)
+    track = _sound(video, fps, sound)
     wanted = [f for s in segs for f in range(s.first, s.last + 1)]
     frames: Iterator[Frame] = read_frames(video, wanted)
     clips: list[Path] = []
-    reel_w = VideoWriter(reel, fps, size) if reel is not None else None
+    reel_w = VideoWriter(reel, fps, size, track, [(s.first, s.last) for s in segs]) if reel is not None else None
     total = len(wanted)
     done = reel_n = 0
     rows = []
@@ -559,7 +563,9 @@ def write_segments(
         if clips_dir is not None:
             clips_dir.mkdir(parents=True, exist_ok=True)
         for k, s in enumerate(segs, 1):
-            clip_w = VideoWriter(clips_dir / clip_name(k, s, fps), fps, size) if clips_dir is not None else None
+            clip_w = None
+            if clips_dir is not None:
+                clip_w = VideoWriter(clips_dir / clip_name(k, s, fps), fps, size, track, [(s.first, s.last)])
             rows.append([k, s.first, s.last, s.frames, f"{float(s.first / fps):.3f}", f"{float((s.last + 1) / fps):.3f}",
                          " ".join(str(t) for t in sorted({r.track_id for r in s.runs})), s.who(), s.emotions(),
                          f"clips/{clip_w.path.name}" if clip_w else "", reel_n if reel_w else ""])  # fmt: skip
@@ -599,27 +605,35 @@ def write_segments(
     return clips, reel_n
 
 
-def write_clips(video: Path, segs: list[Segment], out_dir: Path) -> list[Path]:
-    """One video file per segment in ``out_dir/clips``, exactly its source frames."""
-    return write_segments(video, segs, clips_dir=out_dir / "clips")[0]
+def write_clips(video: Path, segs: list[Segment], out_dir: Path, sound: bool = True) -> list[Path]:
+    """One video file per segment in ``out_dir/clips``, exactly its source frames (and their sound)."""
+    return write_segments(video, segs, clips_dir=out_dir / "clips", sound=sound)[0]
 
 
-def write_reel(video: Path, segs: list[Segment], path: Path) -> int:
-    """All segments joined into one captioned video; returns its frame count."""
-    return write_segments(video, segs, reel=path)[1]
+def write_reel(video: Path, segs: list[Segment], path: Path, sound: bool = True) -> int:
+    """All segments joined into one captioned video (with their sound); returns its frame count."""
+    return write_segments(video, segs, reel=path, sound=sound)[1]
+
+
+def _sound(video: Path, fps: Fraction, sound: bool | SoundTrack) -> SoundTrack | None:
+    if isinstance(sound, SoundTrack):
+        return sound
+    return SoundTrack.of(video, fps) if sound else None
 
 
 # ---- annotate and live --------------------------------------------------------------------------
 
 
-def annotate(res: Results, video: Path, out_path: Path, progress: ProgressFn | None = None, show_time: bool = False) -> int:
+def annotate(res: Results, video: Path, out_path: Path, progress: ProgressFn | None = None, show_time: bool = False,
+             sound: bool | SoundTrack = True) -> int:  # fmt: skip
     """The source video with every face of ``res`` drawn (see :mod:`emoreel.draw`); returns frames written.
 
     Every source frame is written. Frames of an analysis with ``--every 1`` that have no
     row are copied unchanged. With ``--every N`` the overlays of the latest processed
     frame are held over the N-1 frames that were not analyzed (boxes at their last
     analyzed place), so they don't blink; frames outside the analyzed range are copied
-    unchanged. ``show_time`` burns a timecode into every frame.
+    unchanged. ``show_time`` burns a timecode into every frame. The video's sound is kept
+    unless ``sound`` is False.
     """
     by_frame: dict[int, list[Observation]] = {}
     for o in res.rows():
@@ -630,7 +644,9 @@ def annotate(res: Results, video: Path, out_path: Path, progress: ProgressFn | N
         total = src.info.frame_count or None
         current: list[Observation] = []
         last = -(10**9)
-        with VideoWriter(out_path, src.info.fps, (src.info.width, src.info.height)) as w:
+        track = _sound(video, src.info.fps, sound) if total else None
+        size = (src.info.width, src.info.height)
+        with VideoWriter(out_path, src.info.fps, size, track, [(0, total - 1)] if total else None) as w:
             for fr in src:
                 if fr.index in by_frame:
                     current, last = by_frame[fr.index], fr.index

@@ -1,4 +1,4 @@
-"""Frame sources (video file, camera, image folder/glob) and a video writer.
+"""Frame sources (video file, camera, image folder/glob); :class:`VideoWriter` is in :mod:`emoreel.encode`.
 
 Sources decode on a background thread into a small bounded queue, so decoding
 overlaps with the work done on each frame. Times are exact: ``index / fps``
@@ -20,7 +20,8 @@ from typing import Iterable, Iterator
 import cv2
 import numpy as np
 
-from .errors import InputError, OutputError, VideoOpenFailure
+from .encode import VideoWriter
+from .errors import InputError, VideoOpenFailure
 from .types import Frame, VideoInfo
 
 log = logging.getLogger(__name__)
@@ -363,39 +364,3 @@ def read_frames(path: str | Path, indices: Iterable[int]) -> Iterator[Frame]:
             yield Frame(i, src._time(i), img)
     finally:
         src.close()
-
-
-class VideoWriter:
-    """Write BGR frames to a video file; the file appears under its name only when closed cleanly."""
-
-    def __init__(self, path: str | Path, fps: Fraction | float, size: tuple[int, int]):
-        self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
-        fourcc = {".avi": "MJPG", ".mkv": "MJPG"}.get(self.path.suffix.lower(), "mp4v")
-        self.size = (int(size[0]), int(size[1]))
-        self._w = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*fourcc), float(fps), self.size)
-        if not self._w.isOpened():
-            raise OutputError(f"cannot write video {self.path} (unsupported extension or unwritable folder)")
-        self.frames = 0
-
-    def write(self, image: np.ndarray) -> None:
-        if (image.shape[1], image.shape[0]) != self.size:
-            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
-        self._w.write(image)
-        self.frames += 1
-
-    def close(self, keep: bool = True) -> None:
-        if self._w is None:
-            return
-        self._w.release()
-        self._w = None
-        if keep:
-            os.replace(self.tmp, self.path)
-        elif self.tmp.exists():
-            self.tmp.unlink()
-
-    def __enter__(self) -> "VideoWriter":
-        return self
-
-    def __exit__(self, exc_type, *exc) -> None:
-        self.close(keep=exc_type is None)

@@ -13,9 +13,10 @@ def register(sub) -> None:
         "frames without results are copied unchanged.",
     )
     p.add_argument("results", help="results folder written by `emoreel analyze`")
-    p.add_argument("-o", "--out", required=True, help="video file to write (.mp4 or .avi)")
+    p.add_argument("-o", "--out", required=True, help="video file to write (.mp4: H.264 with the sound; .mkv, .mov or .avi)")
     p.add_argument("--video", help="the analyzed video, if it moved since analyze")
     p.add_argument("--timecode", action="store_true", help="also burn a timecode into every frame")
+    p.add_argument("--mute", action="store_true", help="leave out the video's sound")
     p.add_argument("--force", action="store_true", help="replace an existing output")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=run)
@@ -24,6 +25,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
+    from ..encode import sound_note
     from ..errors import OutputError
     from ..extract import annotate, resolve_video
     from ..progress import Progress
@@ -40,10 +42,11 @@ def run(args) -> int:
         raise OutputError(f"{out} is the source video; write the annotated copy elsewhere")
     if out.suffix.lower() not in (".mp4", ".avi", ".mkv", ".mov"):
         raise OutputError(f"{out}: give a video file name ending in .mp4 or .avi")
+    sound, note = sound_note(video, args.mute, out)
     bar = Progress(enabled=False if args.quiet else None)
     try:
-        n = annotate(res, video, out, bar, show_time=args.timecode)
+        n = annotate(res, video, out, bar, show_time=args.timecode, sound=sound)
     finally:
         bar.close()
-    print(f"wrote {out} ({n} frames)")
+    print(f"wrote {out} ({n} frames, {note})")
     return 0

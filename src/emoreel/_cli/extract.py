@@ -45,6 +45,7 @@ def register(sub) -> None:
     g.add_argument("--pad", type=float, default=0.5, help="seconds added before and after each run (default 0.5)")
     g.add_argument("--merge-gap", type=float, default=1.0,
                    help="merge segments (of any tracks) less than this many seconds apart (default 1)")  # fmt: skip
+    g.add_argument("--mute", action="store_true", help="leave out the video's sound")
     p.add_argument("--video", help="the analyzed video, if it moved since analyze")
     p.add_argument("--force", action="store_true", help="replace an existing output")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
@@ -52,6 +53,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..encode import sound_note
     from ..errors import InputError, OutputError
     from ..extract import (OutputDir, Selection, best_per_track, contact_sheet, find_runs, resolve_video, segments,
                            select, stride, write_crops, write_segments)  # fmt: skip
@@ -86,7 +88,7 @@ def run(args) -> int:
         if reel.resolve() == video.resolve():
             raise OutputError(f"--reel {reel} is the source video")
     info = probe(video)
-    runs = find_runs(res, mask)
+    runs = find_runs(res, mask, raw=args.raw)
     segs = segments(runs, info.fps, info.frame_count, args.pad, args.merge_gap, stride(res))
     crop_mask = best_per_track(res, mask, args.best, args.raw, args.emotion) if args.best else mask
     lines = [f"selected {int(mask.sum())} observations in {len(runs)} runs"]
@@ -105,9 +107,10 @@ def run(args) -> int:
                 reel_to = tmp / reel.resolve().relative_to(out.resolve()) if inner else reel
                 if inner:
                     reel_to.parent.mkdir(parents=True, exist_ok=True)
+                sound, note = sound_note(video, args.mute, reel or out / "clips")
                 clips, n = write_segments(video, segs, tmp / "clips" if args.clips else None, reel_to,
-                                          table=tmp / "segments.csv", progress=bar)  # fmt: skip
-                lines.append(f"{len(segs)} segments" + (f", {len(clips)} clips" if args.clips else ""))
+                                          table=tmp / "segments.csv", progress=bar, sound=sound)  # fmt: skip
+                lines.append(f"{len(segs)} segments" + (f", {len(clips)} clips" if args.clips else "") + f" ({note})")
                 if reel is not None:
                     lines.append(f"reel {reel} ({n} frames)")
     finally:

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +21,7 @@ from emoreel.pipeline import analyze_to_dir
 from emoreel.results import COLUMNS, load_results
 from emoreel.sample import make_example_video
 from emoreel.types import EMOTIONS
-from emoreel.video import VideoWriter
+from emoreel.video import VideoWriter, open_source
 
 
 @pytest.fixture(scope="module")
@@ -294,3 +299,28 @@ def test_record_refuses_image_folders(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code != 0 and "not image folders" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists(), "refused before anything is written"
+
+
+def test_ctrl_c_keeps_results_and_recording(tmp_path):
+    """A real Ctrl-C (SIGINT to the whole foreground process group, as a terminal sends it) during
+    `analyze --record`: exit 130, the finished frames stay in results.csv, and the recording holds
+    at least those frames (ffmpeg must not die with the run)."""
+    video = make_example_video(tmp_path / "long.mp4", frames=900)
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "emoreel.cli", "analyze", str(video), "-o", str(out), "--record", "--threads", "1", "--quiet"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        csv_path = out / "results.csv"
+        if csv_path.exists() and csv_path.read_text().count("\n") > 60:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "analyze finished before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    assert json.loads((out / "run.json").read_text())["complete"] is False
+    frames = sorted(set(load_results(out).cols["frame"].tolist()))
+    assert frames and frames == list(range(len(frames))) and len(frames) < 900
+    with open_source(out / "recording.mp4") as src:
+        assert src.info.frame_count >= len(frames)

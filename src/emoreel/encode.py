@@ -208,7 +208,9 @@ class VideoWriter:
                 str(self.tmp)]  # fmt: skip
         self._log = tempfile.TemporaryFile()
         try:
-            self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log)
+            # its own session: a Ctrl-C in the terminal reaches emoreel, which then finishes the file
+            self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log,
+                                          start_new_session=True)  # fmt: skip
         except OSError as exc:
             if self._wav is not None:
                 self._wav.unlink(missing_ok=True)

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 
 from emoreel.cli import main  # noqa: E402
 from emoreel.datasets import LabelledFaces  # noqa: E402
-from emoreel.emotion import EmotionModel, read_card, sha256_file  # noqa: E402
+from emoreel.emotion import EmotionModel, Standardize, read_card, sha256_file  # noqa: E402
 from emoreel.errors import ModelError  # noqa: E402
 from emoreel.evaluate import evaluate  # noqa: E402
 from emoreel.train import (  # noqa: E402
@@ -269,3 +269,39 @@ def test_data_from_command():
 def test_load_checkpoint_missing(tmp_path):
     with pytest.raises(ModelError, match="not found"):
         load_checkpoint(tmp_path / "x.pt")
+
+
+def test_standardized_training_matches_the_runtime(tmp_path):
+    """--standardize: training sees each face contrast-normalised exactly as the runtime later
+    normalises it (the card carries it); a dimmed, flattened face then gets the same prediction."""
+    out = tmp_path / "run"
+    train(synthetic(), synthetic(10, seed=1), out, TrainConfig(epochs=2, standardize=True, **CFG), command="test")
+    onnx_path = export_onnx(out / "best.pt", tmp_path / "s.onnx")
+    std = read_card(onnx_path)["input"]["standardize"]
+    assert std["in_training"] is True and std["mean"] == 145.0 and std["std"] == 67.0
+    model, cfg, _ = load_checkpoint(out / "best.pt")
+    assert cfg.standardize
+    x = synthetic(3, seed=2).images
+    runtime = EmotionModel(onnx_path)
+    seen = np.rint(Standardize().apply(x)).astype(np.uint8)  # what training fed the network
+    with torch.no_grad():
+        ref = torch.softmax(model(normalise(torch.from_numpy(seen))), 1).numpy()
+    assert np.abs(runtime.predict(list(x)) - ref).max() < 0.02  # (training rounds to uint8)
+    dim = (x.astype(np.float32) * 0.3 + 20).astype(np.uint8)  # a dark, flat copy of each face
+    assert np.abs(runtime.predict(list(dim)) - runtime.predict(list(x))).max() < 0.05
+
+
+def test_standardize_added_at_export_is_marked_as_not_trained(trained, tmp_path):
+    out, _ = trained
+    assert "standardize" not in read_card(export_onnx(out / "best.pt", tmp_path / "a.onnx"))["input"]
+    std = read_card(export_onnx(out / "best.pt", tmp_path / "b.onnx", standardize=True))["input"]["standardize"]
+    assert std["in_training"] is False
+
+
+def test_standardize_maps_the_inner_face_to_the_training_statistics():
+    face = np.indices((48, 48)).sum(0) % 2 * 20.0 + 40  # dim and flat: 40/60, a checkerboard
+    face[:8] = 0  # the border (hair, background) does not count
+    x = Standardize().apply(face[None])[0]
+    assert x[8:40, 8:40].mean() == pytest.approx(145, abs=0.01) and x[8:40, 8:40].std() == pytest.approx(67, abs=0.01)
+    assert x[0, 0] == 0  # far below the face: clipped
+    assert np.all(Standardize().apply(np.full((1, 48, 48), 30.0)) == 145)  # a flat crop stays flat

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import LabelledFaces
+from .emotion import Standardize
 from .types import EMOTIONS
 from .errors import EmoreelError, ModelError
 
@@ -69,6 +70,7 @@ class TrainConfig:
     seed: int = 0
     size: int = 48
     threads: int = 0  # 0 = torch default
+    standardize: bool = False  # per-face contrast normalisation (emotion.Standardize) of every image, as at run time
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -295,7 +297,12 @@ def train(
             resume_commands.append(command)
         command = ck.get("command", command)
         log.info("resumed from %s at epoch %d", last, start_epoch)
-    x_train = torch.from_numpy(train_data.images).to(device)  # uint8 on the device: no per-batch copies
+    train_images, val_images = train_data.images, val_data.images
+    if cfg.standardize:  # once, up front: the images as the runtime will see them
+        std = Standardize()
+        train_images = np.rint(std.apply(train_images)).astype(np.uint8)
+        val_images = np.rint(std.apply(val_images)).astype(np.uint8)
+    x_train = torch.from_numpy(train_images).to(device)  # uint8 on the device: no per-batch copies
     y_train = torch.from_numpy(train_data.labels).to(device)
     n = len(y_train)
     steps_per_epoch = max(1, n // cfg.batch_size)
@@ -326,7 +333,7 @@ def train(
             tot_loss += loss.detach().double() * len(idx)
             correct += (logits.argmax(1) == yb).sum()
             seen += len(idx)
-        val_logits = predict_logits(model, val_data.images, device)
+        val_logits = predict_logits(model, val_images, device)
         vl = torch.from_numpy(val_logits)
         val_loss = float(F.cross_entropy(vl, torch.from_numpy(val_data.labels)))
         val_acc = float((vl.argmax(1).numpy() == val_data.labels).mean())
@@ -414,11 +421,15 @@ def _training_card(ck: dict, cfg: TrainConfig) -> dict:
     }
 
 
-def export_onnx(checkpoint: str | Path | list, onnx_path: str | Path, card_extra: dict | None = None) -> Path:
+def export_onnx(checkpoint: str | Path | list, onnx_path: str | Path, card_extra: dict | None = None,
+                standardize: bool = False) -> Path:  # fmt: skip
     """Export a checkpoint (or several, as one ensemble) to ONNX (dynamic batch) with its model card.
 
-    An ensemble averages its members' log-probabilities; they must share the input size.
-    The card's accuracy fields are filled by :func:`emoreel.evaluate.write_card_metrics`.
+    An ensemble averages its members' log-probabilities; they must share the input size and
+    whether they were trained on standardized faces. A checkpoint trained with
+    ``standardize`` gets it in its card; ``standardize=True`` adds it to one trained without
+    (the card says so). The card's accuracy fields are filled by
+    :func:`emoreel.evaluate.write_card_metrics`.
     """
     paths = list(checkpoint) if isinstance(checkpoint, (list, tuple)) else [checkpoint]
     if not paths:
@@ -427,6 +438,8 @@ def export_onnx(checkpoint: str | Path | list, onnx_path: str | Path, card_extra
     model, cfg, ck = loaded[0]
     if any(c.size != cfg.size for _, c, _ in loaded):
         raise EmoreelError("ensemble members must share the input size")
+    if any(c.standardize != cfg.standardize for _, c, _ in loaded):
+        raise EmoreelError("ensemble members must all be trained with --standardize, or all without")
     if len(loaded) > 1:
         model = Ensemble([m for m, _, _ in loaded]).eval()
     onnx_path = Path(onnx_path)
@@ -470,6 +483,8 @@ def export_onnx(checkpoint: str | Path | list, onnx_path: str | Path, card_extra
             "scale": 1 / 255,
             "mean": [MEAN],
             "std": [STD],
+            **({"standardize": {**Standardize().to_card(), "in_training": cfg.standardize}}
+               if cfg.standardize or standardize else {}),  # fmt: skip
         },
         "output": {"name": "logits", "kind": "logits"},
         "face": {

@@ -13,10 +13,13 @@ def register(sub) -> None:
     p.add_argument("--int8", metavar="ONNX", help="also write an int8 copy here (about 3x faster on CPU), calibrated on "
                    "--calib-split of --data and evaluated like the float model")
     p.add_argument("--calib-split", default="train", help="split of --data that calibrates --int8 (default train)")
+    p.add_argument("--standardize", action="store_true", help="normalise each face's brightness and contrast at run "
+                   "time although the checkpoint was trained without (automatic for checkpoints trained with it)")
     p.set_defaults(func=run)
 
 
-def export_and_evaluate(checkpoint, out, data_path=None, split="val", int8=None, calib_split="train") -> str:
+def export_and_evaluate(checkpoint, out, data_path=None, split="val", int8=None, calib_split="train",
+                        standardize=False) -> str:  # fmt: skip
     """Export, then (with ``data_path``) evaluate the ONNX file itself and write the metrics into its card.
 
     The numbers come from the exported ONNX through the onnxruntime runtime, so
@@ -36,7 +39,7 @@ def export_and_evaluate(checkpoint, out, data_path=None, split="val", int8=None,
         raise InputError(f"--calib-split must differ from --split ({split}): calibrate on training data")
     data = load_dataset(data_path, split) if data_path else None  # bad data fails before anything is written
     calib = load_dataset(data_path, calib_split) if int8 else None
-    onnx_path = export_onnx(checkpoint, out)
+    onnx_path = export_onnx(checkpoint, out, standardize=standardize)
     if data is None:
         return f"wrote {onnx_path} (no evaluation: pass --data to record val metrics in the card)"
     desc = {"data": Path(data_path).name, "data_path": str(data_path), "split": split}
@@ -65,5 +68,6 @@ def _evaluate_into_card(onnx_path, data, desc, split) -> str:
 
 
 def run(args) -> int:
-    print(export_and_evaluate(args.checkpoint, args.out, args.data, args.split, args.int8, args.calib_split))
+    print(export_and_evaluate(args.checkpoint, args.out, args.data, args.split, args.int8, args.calib_split,
+                              args.standardize))
     return 0

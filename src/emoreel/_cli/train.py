@@ -18,6 +18,8 @@ def register(sub) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all)")
     t.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    t.add_argument("--standardize", action="store_true",
+                   help="normalise each face's brightness and contrast (as the runtime then will; recorded in the card)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     t.add_argument("--init", metavar="CHECKPOINT", help="start from this checkpoint's weights (same --widths) with a fresh schedule")
     t.add_argument("--export", metavar="ONNX", help="after training, export best.pt here with its card (val metrics included)")
@@ -33,7 +35,7 @@ def run(args) -> int:
         epochs = checkpoint_epochs(args.out) if args.resume else None
     cfg = TrainConfig(
         epochs=epochs or TrainConfig.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads,
-        widths=tuple(int(w) for w in args.widths.split(",")),
+        widths=tuple(int(w) for w in args.widths.split(",")), standardize=args.standardize,
     )
     tr = load_dataset(args.data, args.train_split)
     va = load_dataset(args.data, args.val_split)

@@ -305,3 +305,41 @@ def test_standardize_maps_the_inner_face_to_the_training_statistics():
     assert x[8:40, 8:40].mean() == pytest.approx(145, abs=0.01) and x[8:40, 8:40].std() == pytest.approx(67, abs=0.01)
     assert x[0, 0] == 0  # far below the face: clipped
     assert np.all(Standardize().apply(np.full((1, 48, 48), 30.0)) == 145)  # a flat crop stays flat
+
+
+def test_reexport_of_an_onnx_model_keeps_its_weights_and_adds_standardize(trained, tmp_path, capsys, monkeypatch):
+    """`emoreel export model.onnx --standardize`: for a model whose checkpoint is gone, the same
+    network with a new card (per-face normalisation at run time, its own evaluation), no torch needed."""
+    out, _ = trained
+    ds = write_folder(tmp_path / "ds", synthetic(5, seed=3), "val")
+    write_folder(ds, synthetic(10, seed=4), "train")
+    src, dst, q = tmp_path / "src.onnx", tmp_path / "std.onnx", tmp_path / "std-int8.onnx"
+    src_int8 = tmp_path / "src-int8.onnx"
+    assert main(["export", str(out / "best.pt"), "-o", str(src), "--data", str(ds), "--int8", str(src_int8)]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr("emoreel.train.torch", None)  # the re-export path must not touch torch
+    argv = ["export", str(src), "-o", str(dst), "--standardize", "--data", str(ds), "--int8", str(q)]
+    monkeypatch.setattr(sys, "argv", ["emoreel", *argv])
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and str(dst) in lines[0] and str(q) in lines[1]
+    s, d = read_card(src), read_card(dst)
+    assert dst.read_bytes() == src.read_bytes() and d["sha256"] == s["sha256"]
+    assert d["input"]["standardize"]["in_training"] is False and "standardize" not in s["input"]
+    assert d["training"] == s["training"] and d["classes"] == s["classes"] and d["name"] == "std"
+    assert d["reexported"]["from"] == {"file": "src.onnx", "sha256": s["sha256"]}
+    assert d["reexported"]["command"] == "emoreel " + " ".join(argv)
+    assert d["evaluation"]["n"] == 35  # evaluated afresh, with the normalisation
+    assert read_card(q)["input"]["standardize"] == d["input"]["standardize"]  # int8 copy calibrated on normalised faces
+    x = synthetic(3, seed=2).images
+    dim = (x.astype(np.float32) * 0.3 + 20).astype(np.uint8)
+    ps, pd = EmotionModel(src), EmotionModel(dst)
+    assert np.abs(pd.predict(list(dim)) - pd.predict(list(x))).max() < np.abs(ps.predict(list(dim)) - ps.predict(list(x))).max()
+    # an int8 source, an ensemble with an .onnx, and writing over the source are refused in one line
+    for bad in (["export", str(src_int8), "-o", str(tmp_path / "x.onnx")],
+                ["export", str(src), str(out / "best.pt"), "-o", str(tmp_path / "x.onnx")],
+                ["export", str(src), "-o", str(src), "--standardize"]):
+        assert main(bad) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("emoreel: error:")
+    assert not (tmp_path / "x.onnx").exists() and src.read_bytes() == dst.read_bytes()

@@ -502,6 +502,46 @@ def export_onnx(checkpoint: str | Path | list, onnx_path: str | Path, card_extra
     return onnx_path
 
 
+def reexport_onnx(model: str | Path, onnx_path: str | Path, standardize: bool = False) -> Path:
+    """Copy an exported emoreel ONNX model under a new name with a fresh card; needs no torch.
+
+    For a model whose checkpoint is gone: the weights (and so the file's bytes)
+    stay as they are, the card keeps the source's input, training and
+    architecture entries, drops its accuracy (evaluate the copy to record it)
+    and says where the copy came from. ``standardize=True`` adds per-face
+    contrast normalisation at run time, marked ``in_training: false`` unless
+    the source already had it. An int8 model cannot be the source: re-export
+    the float model and quantize that.
+    """
+    from .emotion import EmotionModel, read_card, write_card
+
+    src, out = Path(model), Path(onnx_path)
+    if not src.is_file():
+        raise ModelError(f"model {src} not found")
+    if src.resolve() == out.resolve():
+        raise EmoreelError(f"{out} is the source model: write the copy somewhere else")
+    fp32 = EmotionModel(src)  # fails clearly on a file that is not an emoreel model
+    card = read_card(src)
+    if "quantization" in card:
+        raise EmoreelError(f"{src} is an int8 model: re-export its float source ({card['quantization']['from']['file']})")
+    for key in ("evaluation", "file", "sha256"):
+        card.pop(key, None)
+    card["name"] = out.stem
+    if standardize and "standardize" not in card["input"]:
+        card["input"]["standardize"] = {**Standardize().to_card(), "in_training": False}
+    card["reexported"] = {
+        "from": {"file": src.name, "sha256": fp32.sha256},
+        "command": command_line(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp.onnx")
+    tmp.write_bytes(src.read_bytes())
+    os.replace(tmp, out)
+    write_card(out, card)
+    return out
+
+
 def quantize_int8(onnx_path: str | Path, out_path: str | Path, calibration: np.ndarray, seed: int = 0,
                   n_calib: int = 512) -> Path:
     """Write an int8 copy of an emotion model (static QDQ) with its card; needs no torch.

@@ -6,7 +6,8 @@ from __future__ import annotations
 def register(sub) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX with its model card (needs emoreel[train])")
     p.add_argument("checkpoint", nargs="+", help="best.pt or last.pt written by `emoreel train`; several make one "
-                   "ensemble (their log-probabilities averaged)")
+                   "ensemble (their log-probabilities averaged). An exported float .onnx (with its card) is copied "
+                   "with a new card instead, without torch: e.g. to add --standardize once its checkpoint is gone")
     p.add_argument("-o", "--out", required=True, help="ONNX file to write (the card goes beside it as .json)")
     p.add_argument("--data", help="evaluate the exported model on this data and record the numbers in the card")
     p.add_argument("--split", default="val", help="split of --data to evaluate (default val)")
@@ -39,7 +40,15 @@ def export_and_evaluate(checkpoint, out, data_path=None, split="val", int8=None,
         raise InputError(f"--calib-split must differ from --split ({split}): calibrate on training data")
     data = load_dataset(data_path, split) if data_path else None  # bad data fails before anything is written
     calib = load_dataset(data_path, calib_split) if int8 else None
-    onnx_path = export_onnx(checkpoint, out, standardize=standardize)
+    paths = [str(c) for c in checkpoint] if isinstance(checkpoint, (list, tuple)) else [str(checkpoint)]
+    if any(c.lower().endswith(".onnx") for c in paths):
+        if len(paths) > 1:
+            raise InputError("an exported .onnx model is re-exported on its own (ensembles are made from checkpoints)")
+        from ..train import reexport_onnx
+
+        onnx_path = reexport_onnx(paths[0], out, standardize=standardize)
+    else:
+        onnx_path = export_onnx(checkpoint, out, standardize=standardize)
     if data is None:
         return f"wrote {onnx_path} (no evaluation: pass --data to record val metrics in the card)"
     desc = {"data": Path(data_path).name, "data_path": str(data_path), "split": split}

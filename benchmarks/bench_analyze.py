@@ -96,6 +96,18 @@ def long_run(path: Path, out: Path, **opts) -> list[tuple[float, float]]:
     return samples
 
 
+def cpu_name() -> str:
+    """The CPU model and the vector extensions that decide onnxruntime's speed (AVX-512, VNNI, AMX)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((ln.split(":", 1)[1].strip() for ln in info if ln.startswith("model name")), platform.machine())
+    flags = set(next((ln.split(":", 1)[1].split() for ln in info if ln.startswith("flags")), []))
+    ext = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
+    return f"{name} ({', '.join(ext) or 'no AVX2'})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--video", required=True)
@@ -110,7 +122,7 @@ def main() -> None:
     tmp = Path(tempfile.gettempdir()) / "emoreel-bench"
     tmp.mkdir(exist_ok=True)
     src = Path(args.video)
-    print(f"# emoreel analyze benchmark — {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
+    print(f"# emoreel analyze benchmark — {time.strftime('%Y-%m-%d')}, {cpu_name()}, "
           f"{os.cpu_count()} CPUs, Python {platform.python_version()}, OpenCV {cv2.__version__}")
     print(f"command: {' '.join(sys.argv)}\n")
     print(f"inputs: {src.name} played {args.loops} times, rescaled\n")

@@ -29,7 +29,7 @@ class AnalyzeOptions:
     scene_cut: float = opt(20.0, "mean grey-level change (0-255) between frames that counts as a shot cut; 0 = off")
     margin: float = opt(0.0, "extra margin around the aligned crop, as a fraction of its size")
     model: str | None = opt(None, "emotion model: an ONNX file with its card beside it, or a shipped model's name (emoreel-fer-int8, the default; emoreel-fer, its float original)")
-    tta: bool = opt(True, "average each face with its mirror image (+0.9 points on FER2013 val, one more model run per face)")
+    tta: bool = opt(True, "average each face with its mirror image (+1.5 points on FER2013 val with the shipped int8 model, one more model run per face)")
     repeat: int = opt(3, "smoothed label changes only after N consecutive frames agree")
     ema: float = opt(0.5, "EMA weight of the newest frame's probabilities (1 = no smoothing)")
     track_iou: float = opt(0.3, "tracker: minimum overlap to continue a track")

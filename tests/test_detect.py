@@ -230,6 +230,7 @@ def test_centerface_on_the_shared_clip():
                 assert len(big) == 1 and np.isfinite(big.landmarks).all(), i
                 (x1, y1, x2, y2), eyes = big.boxes[0], big.landmarks[0, :2]
                 assert (x1 < eyes[:, 0]).all() and (eyes[:, 0] < x2).all() and eyes[0, 0] < eyes[1, 0], i
+                assert (y1 < eyes[:, 1]).all() and (eyes[:, 1] < y1 + 0.6 * (y2 - y1)).all(), i  # eyes in the upper face
         i += 1
     cap.release()
     assert i == 275

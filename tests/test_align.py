@@ -6,7 +6,9 @@ import math
 
 import numpy as np
 
-from emoreel.align import NO_EYES, NOT_FRONTAL, TILTED, TOO_SMALL, align_face, eye_transform, frontal_gate
+from emoreel.align import (
+    NO_EYES, NOT_FRONTAL, TILTED, TOO_SMALL, align_face, estimate_yaw, eye_transform, frontal_gate, landmark_transform,
+)
 from emoreel.emotion import InputSpec
 from emoreel.types import Faces
 
@@ -34,9 +36,36 @@ def test_frontal_face_passes():
 def test_rejections_carry_reasons():
     assert gate(face((40, 30, 60, 50), eyes=((45, 38), (55, 38)), nose=(50, 44))) == TOO_SMALL
     assert gate(face((25, 20, 75, 80), eyes=None)) == NO_EYES
-    assert gate(face((25, 20, 75, 80), nose=(60, 52))) == NOT_FRONTAL  # nose half an eye-distance aside
+    assert gate(face((25, 20, 75, 80), nose=(75, 52))) == NOT_FRONTAL  # nose 1.25 eye-distances aside: ~72 degrees
     assert gate(face((25, 20, 75, 80), eyes=((40, 30), (55, 50)))) == TILTED  # ~53 degrees
-    assert gate(face((25, 20, 75, 80), eyes=((48, 40), (56, 40)), nose=(52, 50))) == NOT_FRONTAL  # profile: eyes close
+    assert gate(face((25, 20, 75, 80), eyes=((48, 40), (52, 40)), nose=(50, 50))) == NOT_FRONTAL  # profile: eyes close
+
+
+def test_turned_faces_pass_while_both_eyes_show_and_strict_gate_is_available():
+    turned = dict(eyes=((40, 40), (56, 40)), nose=(61, 52))  # nose 0.81 eye-distances aside: ~63 degrees
+    assert math.isclose(estimate_yaw(face((25, 20, 75, 80), **turned).landmarks[0]), 63.1, abs_tol=0.5)
+    assert gate(face((25, 20, 75, 80), **turned)) == ""
+    assert gate(face((25, 20, 75, 80), **turned), max_yaw=25) == NOT_FRONTAL
+    assert gate(face((25, 20, 75, 80), nose=(55, 52)), max_yaw=25) == NOT_FRONTAL  # ~31 degrees
+    assert gate(face((25, 20, 75, 80), nose=(52, 52)), max_yaw=25) == ""  # ~14 degrees
+
+
+def test_five_point_alignment_covers_a_turned_face():
+    spec = InputSpec(48, 48, "grey", "NCHW", 1 / 255, (0.5,), (0.25,), ((0.315, 0.41), (0.685, 0.41)),
+                     landmarks=((0.315, 0.41), (0.685, 0.41), (0.5, 0.604), (0.352, 0.755), (0.648, 0.755)))
+    frontal = np.array([[100, 100], [140, 100], [120, 121], [104, 137], [136, 137]], np.float64)
+    m = landmark_transform(frontal, spec)
+    out = frontal @ m[:, :2].T + m[:, 2]
+    assert np.allclose(out, np.array(spec.landmarks) * 48, atol=0.6)  # a face shaped like the template lands on it
+    # the same face turned ~55 degrees: eyes and mouth squeezed towards the far side, the nose beyond them
+    turned = frontal.copy()
+    turned[:, 0] = 120 + (frontal[:, 0] - 120) * 0.57
+    turned[2, 0] += 14
+    eyes_only = eye_transform(turned[0], turned[1], spec)
+    five = landmark_transform(turned, spec)
+    mouth_y = lambda m: float((turned[3:] @ m[:, :2].T + m[:, 2])[:, 1].mean())  # noqa: E731
+    assert mouth_y(eyes_only) > 48  # eye-only alignment zooms in: the mouth falls out of the crop
+    assert 30 < mouth_y(five) < 42  # 5 points keep the whole face in the crop
 
 
 def test_haar_faces_without_nose_use_eyes_only():

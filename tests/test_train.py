@@ -160,7 +160,8 @@ def test_ensemble_export_averages_the_members(trained, tmp_path, capsys):
     inp = torch.from_numpy(x)
     with torch.no_grad():
         logp = [torch.log_softmax(load_checkpoint(c)[0](normalise(inp)), 1) for c in (out / "best.pt", other.checkpoint)]
-    want = torch.softmax((logp[0] + logp[1]) / 2, 1).numpy()
+    t = card["output"]["temperature"]  # calibrated at export on --data
+    want = torch.softmax((logp[0] + logp[1]) / 2 / t, 1).numpy()
     got = EmotionModel(onnx_path).predict(list(x))
     assert np.abs(got - want).max() < 1e-4
     assert card["evaluation"]["n"] == 35
@@ -195,7 +196,8 @@ def test_cli_export_int8_copy_agrees_with_the_float_model(trained, tmp_path, cap
     fp, q = tmp_path / "m.onnx", tmp_path / "m-int8.onnx"
     assert main(["export", str(out / "best.pt"), "-o", str(fp), "--data", str(ds), "--int8", str(q)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 2 and str(q) in lines[1]  # the calibrator's chatter stays off stdout
+    assert len(lines) == 4 and str(q) in lines[3]  # calibration + evaluation per file; the quantizer's chatter stays off stdout
+    assert lines[0].startswith("calibrated") and lines[2].startswith("calibrated")
     card, fcard = read_card(q), read_card(fp)
     assert card["sha256"] == sha256_file(q) and card["quantization"]["from"]["sha256"] == fcard["sha256"]
     assert card["classes"] == fcard["classes"] and card["input"] == fcard["input"] and card["training"] == fcard["training"]
@@ -321,7 +323,7 @@ def test_reexport_of_an_onnx_model_keeps_its_weights_and_adds_standardize(traine
     argv = ["export", str(src), "-o", str(dst), "--standardize", "--data", str(ds), "--int8", str(q)]
     monkeypatch.setattr(sys, "argv", ["emoreel", *argv])
     assert main(argv) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    lines = [ln for ln in capsys.readouterr().out.strip().splitlines() if ln.startswith("wrote")]
     assert len(lines) == 2 and str(dst) in lines[0] and str(q) in lines[1]
     s, d = read_card(src), read_card(dst)
     assert dst.read_bytes() == src.read_bytes() and d["sha256"] == s["sha256"]
@@ -343,3 +345,87 @@ def test_reexport_of_an_onnx_model_keeps_its_weights_and_adds_standardize(traine
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and err.startswith("emoreel: error:")
     assert not (tmp_path / "x.onnx").exists() and src.read_bytes() == dst.read_bytes()
+
+
+def test_robust_training_options_run_and_resume_with_their_rng(tmp_path):
+    """--degrade / --yaw / --mixup train, and a resumed run continues the degradation RNG exactly."""
+    cfg = TrainConfig(epochs=2, degrade_p=0.5, yaw_deg=35, mixup=0.4, **CFG)
+    full = train(synthetic(), synthetic(10, seed=1), tmp_path / "a", cfg, command="test")
+
+    def stop_after_1(entry, total):
+        raise Stop
+
+    with pytest.raises(Stop):
+        train(synthetic(), synthetic(10, seed=1), tmp_path / "b", cfg, command="test", on_epoch=stop_after_1)
+    resumed = train(synthetic(), synthetic(10, seed=1), tmp_path / "b", cfg, resume=True, command="test")
+    assert [h.train_loss for h in resumed.history] == pytest.approx([h.train_loss for h in full.history], rel=1e-6)
+    assert all(np.isfinite(h.train_loss) for h in full.history)
+
+
+def test_init_from_an_exported_onnx_rebuilds_the_network_exactly(trained, tmp_path):
+    """An exported model (BatchNorm folded away) is a valid --init: eval-mode logits equal the ONNX logits,
+    and training-mode BatchNorm statistics match the data (the first step does not wreck the network)."""
+    from emoreel.train import build_model, init_from_onnx
+
+    out, _ = trained
+    onnx_path = export_onnx(out / "best.pt", tmp_path / "m.onnx")
+    data = synthetic(20, seed=3)
+    model = build_model(TrainConfig(**CFG))
+    info = init_from_onnx(model, onnx_path, data.images, TrainConfig(**CFG))
+    assert info["sha256"] == sha256_file(onnx_path)
+    runtime = EmotionModel(onnx_path)
+    x = data.images
+    logits = runtime.session.run(None, {runtime.input_name: runtime.preprocess(list(x))})[0]
+    with torch.no_grad():
+        model.eval()
+        ours = model(normalise(torch.from_numpy(x))).numpy()
+        model.train()
+        model.head[2].eval()  # dropout off: compare BatchNorm's batch statistics only
+        train_mode = model(normalise(torch.from_numpy(x))).numpy()
+    assert np.abs(ours - logits).max() < 1e-3
+    assert (train_mode.argmax(1) == ours.argmax(1)).mean() > 0.9
+
+
+def test_temperature_is_fitted_and_applied_by_the_runtime(trained, tmp_path, capsys):
+    """export calibrates a softmax temperature on the evaluation split into the card; the runtime uses it,
+    the argmax (accuracy) does not change, and calibration error does not grow."""
+    out, _ = trained
+    data_root = tmp_path / "data"
+    write_folder(data_root, synthetic(10, seed=1), "val")
+    write_folder(data_root, synthetic(10, seed=4), "train")
+    assert main(["export", str(out / "best.pt"), "-o", str(tmp_path / "m.onnx"), "--data", str(data_root)]) == 0
+    card = read_card(tmp_path / "m.onnx")
+    cal = card["calibration"]
+    assert card["output"]["temperature"] == cal["temperature"] > 0 and cal["ece_after"] <= cal["ece_before"] + 1e-6
+    model = EmotionModel(tmp_path / "m.onnx")
+    x = list(synthetic(3, seed=2).images)
+    logits = model.session.run(None, {model.input_name: model.preprocess(x)})[0]
+    t = cal["temperature"]
+    expected = np.exp(logits / t) / np.exp(logits / t).sum(1, keepdims=True)
+    assert np.abs(model.predict(x) - expected).max() < 1e-5
+
+
+def test_fit_temperature_recovers_an_overconfident_models_temperature():
+    from emoreel.emotion import fit_temperature
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    labels = rng.integers(0, 7, n)
+    true_logits = rng.normal(0, 1, (n, 7))
+    true_logits[np.arange(n), labels] += 1.5  # calibrated logits: sample labels from them
+    p = np.exp(true_logits) / np.exp(true_logits).sum(1, keepdims=True)
+    labels = np.array([rng.choice(7, p=row) for row in p])
+    over = np.exp(true_logits * 2.5)  # an overconfident model: logits 2.5x too large
+    cal = fit_temperature(over / over.sum(1, keepdims=True), labels)
+    assert 2.2 < cal["temperature"] < 2.8 and cal["ece_after"] < cal["ece_before"]
+
+
+def test_degraded_copy_is_reproducible_and_degrades_every_face():
+    from emoreel.degrade import Degrade, degraded_copy
+
+    x = synthetic(5).images
+    a, b = degraded_copy(x, seed=0), degraded_copy(x, seed=0)
+    assert a.shape == x.shape and a.dtype == np.uint8 and np.array_equal(a, b)
+    assert all(np.abs(a[i].astype(int) - x[i]).mean() > 0.5 for i in range(len(x)))
+    same = Degrade(0.0)(x, np.random.default_rng(0))
+    assert np.array_equal(same, x)

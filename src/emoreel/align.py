@@ -1,9 +1,14 @@
-"""The frontal gate and face alignment.
+"""The face gate and face alignment.
 
-:func:`frontal_gate` keeps a face only when both eyes were found, it is large
-enough and it looks at the camera (eye line nearly level, nose between the eyes).
-:func:`align_faces` rotates and scales each kept face so its eyes land where the
-emotion model's training faces had them (``face.eyes`` in the model card).
+:func:`frontal_gate` keeps a face only when both eyes were found and show: it is
+large enough, its eye line is not tilted too far, and it is not turned so far that
+the far eye hides behind the nose (:func:`estimate_yaw`, 70 degrees by default;
+a stricter ``max_yaw`` keeps only faces that look at the camera).
+:func:`align_faces` maps each kept face onto the emotion model's face template with
+a similarity transform: a least-squares fit of all five landmarks (eyes, nose,
+mouth corners) to ``face.landmarks`` in the model card, so a turned face's crop
+covers the face, not an eye; with fewer landmarks (or a card without the template)
+the eyes alone go to ``face.eyes``.
 """
 
 from __future__ import annotations
@@ -25,20 +30,42 @@ NOT_FRONTAL = "not_frontal"
 BLURRY = "blurry"
 
 
+# How far the nose tip stands in front of the eyes, in eye distances (a mean 3D face: the nose tip
+# 135 units before the eye centres, which are 330 apart): a head turned by ``yaw`` shows its nose
+# ``tan(yaw) * NOSE_DEPTH`` eye distances to the side of the eye midpoint.
+NOSE_DEPTH = 0.41
+
+
+def estimate_yaw(landmarks: np.ndarray) -> float:
+    """Head turn in degrees (0 = facing the camera; sign: towards the image right) from 5 landmarks.
+
+    From the nose tip's offset along the eye line; NaN when an eye or the nose is missing.
+    """
+    el, er, nose = landmarks[EYE_L], landmarks[EYE_R], landmarks[NOSE]
+    if np.isnan(el).any() or np.isnan(er).any() or np.isnan(nose).any():
+        return math.nan
+    d = (er - el).astype(np.float64)
+    dist2 = float(d @ d)
+    if dist2 < 1e-9:
+        return math.nan
+    along = float(np.dot(nose - (el + er) / 2, d) / dist2)
+    return math.degrees(math.atan2(along, NOSE_DEPTH))
+
+
 def frontal_gate(
     faces: Faces,
     min_face: int = 40,
-    max_yaw: float = 0.35,
+    max_yaw: float = 70.0,
     max_roll: float = 30.0,
-    min_eye_ratio: float = 0.25,
+    min_eye_ratio: float = 0.1,
 ) -> Faces:
     """Set ``faces.accepted`` and ``faces.reasons`` in place (and return ``faces``).
 
     A face is rejected when its box is smaller than ``min_face`` pixels, an eye is
     missing or outside the box, the eye line is tilted more than ``max_roll``
     degrees, the eyes are closer than ``min_eye_ratio`` of the box width (a
-    profile), or the nose (when known) is more than ``max_yaw`` eye-distances
-    to the side of the eye midpoint.
+    profile), or the head is turned more than ``max_yaw`` degrees
+    (:func:`estimate_yaw`; faces without a nose landmark skip this test).
     """
     n = len(faces)
     accepted = np.ones(n, bool)
@@ -62,12 +89,8 @@ def frontal_gate(
                 reason = TILTED
             elif dist < min_eye_ratio * w:
                 reason = NOT_FRONTAL
-            elif not np.isnan(nose).any():
-                # nose offset along the eye line, in eye distances
-                mid = (el + er) / 2
-                along = float(np.dot(nose - mid, d) / max(dist, 1e-6) ** 2)
-                if abs(along) > max_yaw:
-                    reason = NOT_FRONTAL
+            elif not np.isnan(nose).any() and abs(estimate_yaw(faces.landmarks[i])) > max_yaw:
+                reason = NOT_FRONTAL
         if reason:
             accepted[i] = False
             reasons[i] = reason
@@ -94,13 +117,50 @@ def eye_transform(eye_l: np.ndarray, eye_r: np.ndarray, spec: InputSpec, margin:
     return m
 
 
-def align_face(image: np.ndarray, eye_l, eye_r, spec: InputSpec, margin: float = 0.0) -> np.ndarray:
-    """One face, rotated so the eyes are level and scaled to the model's input size (BGR).
+# weight of each landmark in the 5-point fit: the nose moves most when a head turns
+LANDMARK_WEIGHTS = np.array([1.0, 1.0, 0.5, 0.75, 0.75])
 
-    Large faces are warped at an integer multiple of the output size and then
+
+def landmark_transform(landmarks: np.ndarray, spec: InputSpec, margin: float = 0.0) -> np.ndarray:
+    """2x3 similarity transform (rotation, uniform scale, shift) taking a face to the model's template.
+
+    With all five landmarks and a card template (``spec.landmarks``): the weighted
+    least-squares fit of the five points (Umeyama, in closed form). Otherwise the
+    exact fit of the two eyes (:func:`eye_transform`). ``margin`` > 0 shrinks the
+    face inside the crop.
+    """
+    lm = np.asarray(landmarks, np.float64)
+    if spec.landmarks is None or np.isnan(lm).any():
+        return eye_transform(lm[EYE_L], lm[EYE_R], spec, margin)
+    t = np.asarray(spec.landmarks, np.float64) * [spec.width, spec.height]
+    s = 1.0 / (1.0 + margin)
+    centre = np.array([0.5 * spec.width, t[:2, 1].mean()])
+    t = centre + (t - centre) * s
+    w = LANDMARK_WEIGHTS / LANDMARK_WEIGHTS.sum()
+    mp, mq = w @ lm, w @ t
+    p, q = lm - mp, t - mq
+    # complex form of the 2D similarity: q ~ z * p, z = a + ib
+    den = float(w @ (p * p).sum(1))
+    a = float(w @ (q[:, 0] * p[:, 0] + q[:, 1] * p[:, 1])) / max(den, 1e-9)
+    b = float(w @ (q[:, 1] * p[:, 0] - q[:, 0] * p[:, 1])) / max(den, 1e-9)
+    m = np.array([[a, -b, 0.0], [b, a, 0.0]])
+    m[:, 2] = mq - m[:, :2] @ mp
+    return m
+
+
+def align_face(image: np.ndarray, eye_l, eye_r, spec: InputSpec, margin: float = 0.0,
+               landmarks: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """One face, rotated upright and scaled to the model's input size (BGR).
+
+    With ``landmarks`` (5 points) the face is fitted to the card's 5-point template
+    (:func:`landmark_transform`); otherwise its eyes go to the eye template. Large
+    faces are warped at an integer multiple of the output size and then
     area-averaged down, so a 300 px face does not alias into a 48 px crop.
     """
-    m = eye_transform(np.asarray(eye_l, np.float64), np.asarray(eye_r, np.float64), spec, margin)
+    if landmarks is not None:
+        m = landmark_transform(landmarks, spec, margin)
+    else:
+        m = eye_transform(np.asarray(eye_l, np.float64), np.asarray(eye_r, np.float64), spec, margin)
     scale = math.hypot(m[0, 0], m[1, 0])
     k = int(min(4, max(1, 1.0 / max(scale, 1e-6))))
     size = (spec.width * k, spec.height * k)
@@ -113,7 +173,8 @@ def align_face(image: np.ndarray, eye_l, eye_r, spec: InputSpec, margin: float =
 def align_faces(image: np.ndarray, faces: Faces, spec: InputSpec, margin: float = 0.0, only_accepted: bool = True):
     """Aligned crops of the (accepted) faces, and the indices they belong to."""
     idx = np.flatnonzero(faces.accepted) if only_accepted else np.arange(len(faces))
-    crops = [align_face(image, faces.landmarks[i, EYE_L], faces.landmarks[i, EYE_R], spec, margin) for i in idx]
+    crops = [align_face(image, faces.landmarks[i, EYE_L], faces.landmarks[i, EYE_R], spec, margin, faces.landmarks[i])
+             for i in idx]  # fmt: skip
     return crops, idx
 
 

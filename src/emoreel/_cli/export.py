@@ -57,13 +57,31 @@ def export_and_evaluate(checkpoint, out, data_path=None, split="val", int8=None,
         desc["data_sha256"] = fp
     if data.bad_files or data.skipped_classes:
         desc["skipped"] = {"unreadable": data.bad_files, "classes": data.skipped_classes}
-    lines = [_evaluate_into_card(onnx_path, data, desc, split)]
+    lines = [_calibrate_into_card(onnx_path, data, split), _evaluate_into_card(onnx_path, data, desc, split)]
     if int8:
         from ..train import quantize_int8
 
         q = quantize_int8(onnx_path, int8, calib.images)
-        lines.append(_evaluate_into_card(q, data, desc, split))
+        lines += [_calibrate_into_card(q, data, split), _evaluate_into_card(q, data, desc, split)]
     return "\n".join(lines)
+
+
+def _calibrate_into_card(onnx_path, data, split) -> str:
+    """Fit the model's softmax temperature on ``data`` (with mirror averaging, as analyze runs it) into its card."""
+    from ..emotion import fit_temperature, read_card, write_card
+    from ..evaluate import load_model, predict_dataset
+
+    card = read_card(onnx_path)
+    card.setdefault("output", {}).pop("temperature", None)
+    write_card(onnx_path, card)
+    probs = predict_dataset(load_model(onnx_path), data, tta=True)
+    cal = fit_temperature(probs, data.labels)
+    card["output"]["temperature"] = cal["temperature"]
+    card["calibration"] = {**cal, "fitted_on": f"{split} ({len(data)} faces), mirror-averaged probabilities",
+                           "note": "probabilities are softmax(logits / temperature); accuracy does not change"}
+    write_card(onnx_path, card)
+    return (f"calibrated {onnx_path}: temperature {cal['temperature']}, expected calibration error "
+            f"{cal['ece_before']:.3f} -> {cal['ece_after']:.3f}")
 
 
 def _evaluate_into_card(onnx_path, data, desc, split) -> str:

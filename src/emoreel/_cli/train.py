@@ -20,8 +20,20 @@ def register(sub) -> None:
     t.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     t.add_argument("--standardize", action="store_true",
                    help="normalise each face's brightness and contrast (as the runtime then will; recorded in the card)")
+    t.add_argument("--degrade", type=float, default=0.0, metavar="P",
+                   help="probability of each real-video degradation per training face: low resolution, blur, low light, "
+                   "contrast loss, noise, JPEG (emoreel.degrade; 0 = off)")
+    t.add_argument("--yaw", type=float, default=0.0, metavar="DEG",
+                   help="simulate heads turned up to DEG degrees (horizontal squeeze and perspective; 0 = off)")
+    t.add_argument("--mixup", type=float, default=0.0, metavar="A", help="mixup with Beta(A, A) weights (0 = off)")
+    t.add_argument("--class-weight-power", type=float, default=0.3, metavar="K",
+                   help="loss weight of a class ~ (1/frequency)^K: 0 = unweighted, 1 = fully balanced")
+    t.add_argument("--warmup", type=float, default=2.0, metavar="EPOCHS",
+                   help="linear learning-rate warm-up, in epochs")
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    t.add_argument("--init", metavar="CHECKPOINT", help="start from this checkpoint's weights (same --widths) with a fresh schedule")
+    t.add_argument("--init", metavar="CHECKPOINT",
+                   help="start from this checkpoint's weights (same --widths) with a fresh schedule; an exported float "
+                   "EmoNet .onnx works too (its BatchNorm rebuilt from training statistics)")
     t.add_argument("--export", metavar="ONNX", help="after training, export best.pt here with its card (val metrics included)")
     t.set_defaults(func=run)
 
@@ -36,6 +48,8 @@ def run(args) -> int:
     cfg = TrainConfig(
         epochs=epochs or TrainConfig.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads,
         widths=tuple(int(w) for w in args.widths.split(",")), standardize=args.standardize,
+        degrade_p=args.degrade, yaw_deg=args.yaw, mixup=args.mixup, class_weight_power=args.class_weight_power,
+        warmup_epochs=args.warmup,
     )
     tr = load_dataset(args.data, args.train_split)
     va = load_dataset(args.data, args.val_split)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import shutil
 import sys
 from pathlib import Path
@@ -429,3 +430,49 @@ def test_degraded_copy_is_reproducible_and_degrades_every_face():
     assert all(np.abs(a[i].astype(int) - x[i]).mean() > 0.5 for i in range(len(x)))
     same = Degrade(0.0)(x, np.random.default_rng(0))
     assert np.array_equal(same, x)
+
+
+def test_vgg_recipe_on_crops_with_compact_checkpoints_exports_and_ten_crops(tmp_path, capsys):
+    """The round-2 recipe end to end at toy size: VGG-GAP on random 40 px crops, a schedule in images
+    seen, float16 checkpoints that resume on another "machine" with another batch size, an exported
+    model whose card makes the runtime crop the centre (or ten crops with TTA)."""
+    tr, va = synthetic(), synthetic(10, seed=1)
+    n_images = 3 * (len(tr) // 32) * 32
+    cfg = TrainConfig(**{**CFG, "widths": (8, 16, 16)}, arch="vgg", crop=40, images=n_images, compact=True)
+
+    def stop_after_1(entry, total):
+        assert total == 3  # epochs from the image budget
+        raise Stop
+
+    with pytest.raises(Stop):
+        train(tr, va, tmp_path / "run", cfg, command="test", on_epoch=stop_after_1)
+    ck = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert all(v.dtype == torch.float16 for v in ck["model"].values() if v.is_floating_point())
+    res = train(tr, va, tmp_path / "run", replace(cfg, batch_size=16), resume=True, command="test")
+    assert [h.epoch for h in res.history] == [1, 2, 3] and res.history[-1].train_loss < res.history[0].train_loss
+    onnx_path = export_onnx(tmp_path / "run" / "best.pt", tmp_path / "v.onnx")
+    card = read_card(onnx_path)
+    assert card["input"]["size"] == [40, 40] and card["input"]["crop"]["from"] == [48, 48]
+    runtime = EmotionModel(onnx_path)
+    assert (runtime.spec.width, runtime.spec.crop) == (48, 40)  # faces are aligned at 48 px, the net sees 40
+    model, _, _ = load_checkpoint(tmp_path / "run" / "best.pt")
+    x = va.images[:6]
+    with torch.no_grad():
+        ref = torch.softmax(model(normalise(torch.from_numpy(x))[:, :, 4:44, 4:44]), 1).numpy()
+    assert np.abs(runtime.predict(list(x)) - ref).max() < 1e-4
+    ten = runtime.predict(list(x), tta=True)
+    assert ten.shape == (6, 7) and np.allclose(ten.sum(1), 1, atol=1e-5) and np.abs(ten - ref).max() > 1e-4
+    assert evaluate(runtime, va, tta=True).n == len(va)
+
+
+def test_face_pack_round_trip_and_train_reads_it(tmp_path, capsys):
+    from emoreel.datasets import load_dataset
+
+    root = write_folder(tmp_path / "ds", synthetic(4), "train")
+    write_folder(root, synthetic(2, seed=1), "val")
+    assert main(["train", "--data", str(root), "--pack", str(tmp_path / "faces.npz")]) == 0
+    assert "faces.npz" in capsys.readouterr().out
+    a, b = load_dataset(root, "val"), load_dataset(tmp_path / "faces.npz", "val")
+    assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)
+    with pytest.raises(Exception, match="no split 'test'"):
+        load_dataset(tmp_path / "faces.npz", "test")

@@ -207,9 +207,40 @@ def _pack(images, labels, source, bad, skipped) -> LabelledFaces:
     )
 
 
+def save_pack(path: str | Path, splits: dict[str, LabelledFaces]) -> Path:
+    """Write splits to one compressed ``.npz`` (uint8 faces + labels): a compact copy to carry to another machine."""
+    path = Path(path)
+    arrays = {}
+    for name, d in splits.items():
+        arrays[f"{name}_images"], arrays[f"{name}_labels"] = d.images, d.labels
+        arrays[f"{name}_source"] = np.array(d.source)
+    arrays["classes"] = np.array(EMOTIONS)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+    return path
+
+
+def load_pack(path: str | Path, split: str = "train") -> LabelledFaces:
+    """A split from a :func:`save_pack` file."""
+    try:
+        with np.load(path) as z:
+            if f"{split}_images" not in z:
+                have = sorted(k[: -len("_images")] for k in z.files if k.endswith("_images"))
+                raise DataError(f"{path}: no split {split!r} (it has {', '.join(have)})")
+            if tuple(z["classes"]) != EMOTIONS:
+                raise DataError(f"{path}: classes {tuple(z['classes'])} are not emoreel's {EMOTIONS}")
+            return LabelledFaces(z[f"{split}_images"], z[f"{split}_labels"].astype(np.int64),
+                                 source=f"{path} [{split}] (packed from {z[f'{split}_source']})")  # fmt: skip
+    except (OSError, ValueError, KeyError) as e:
+        raise DataError(f"{path}: not a readable face pack ({type(e).__name__})") from None
+
+
 def load_dataset(path: str | Path, split: str = "train", size: int = 48) -> LabelledFaces:
-    """Load a split from a FER2013 CSV, an image folder tree or a zip of one."""
+    """Load a split from a FER2013 CSV, an image folder tree, a zip of one, or a :func:`save_pack` ``.npz``."""
     p = Path(path)
+    if p.suffix.lower() == ".npz":
+        return load_pack(p, split)
     if p.suffix.lower() == ".csv":
         return load_fer_csv(p, split, size)
     return load_image_folder(p, split, size)

@@ -132,6 +132,7 @@ class InputSpec:
     eyes: tuple[tuple[float, float], tuple[float, float]]
     standardize: Standardize | None = None  # per-face contrast normalisation (card: input.standardize)
     landmarks: tuple[tuple[float, float], ...] | None = None  # 5-point face template (card: face.landmarks)
+    crop: int = 0  # the network sees crop x crop patches of the width x height aligned face (card: input.crop)
 
     @property
     def channels(self) -> int:
@@ -141,6 +142,10 @@ class InputSpec:
     def from_card(cls, card: dict) -> "InputSpec":
         inp = card["input"]
         size = inp["size"]
+        crop = 0
+        if "crop" in inp:  # the aligned face is the crop's source size; the network's input is the crop
+            crop = int(size) if isinstance(size, int) else int(size[0])
+            size = inp["crop"]["from"]
         w, h = (size, size) if isinstance(size, int) else (int(size[1]), int(size[0]))
         eyes = card.get("face", {}).get("eyes", DEFAULT_EYES)
         lms = card.get("face", {}).get("landmarks")
@@ -157,6 +162,7 @@ class InputSpec:
             eyes=(tuple(eyes[0]), tuple(eyes[1])),
             standardize=Standardize.from_card(inp.get("standardize")),
             landmarks=tuple((float(x), float(y)) for x, y in lms) if lms is not None else None,
+            crop=crop,
         )
 
 
@@ -256,16 +262,30 @@ class EmotionModel:
         batch /= np.asarray(s.std, np.float32)
         return batch.transpose(0, 3, 1, 2).copy() if s.layout == "NCHW" else batch
 
+    def _patches(self, x: np.ndarray, tta: bool) -> list[np.ndarray]:
+        """The network's inputs for a preprocessed batch: the whole face or its centre crop (and, with
+        ``tta``, the mirror; for crop models the four corner crops too, all mirrored: ten crops)."""
+        s, nchw = self.spec, self.spec.layout == "NCHW"
+        if s.crop:
+            c = s.crop
+            oy, ox = (s.height - c) // 2, (s.width - c) // 2
+            offsets = [(oy, ox)] + ([(0, 0), (0, s.width - c), (s.height - c, 0), (s.height - c, s.width - c)] if tta else [])
+            views = [x[:, :, y : y + c, z : z + c] if nchw else x[:, y : y + c, z : z + c] for y, z in offsets]
+        else:
+            views = [x]
+        if tta:
+            views += [np.flip(v, axis=3 if nchw else 2) for v in views]
+        return views
+
     def predict(self, crops, tta: bool = False) -> np.ndarray:
-        """Class probabilities (N, classes) for a batch of face crops; ``tta`` averages with the mirror."""
+        """Class probabilities (N, classes) for a batch of face crops; ``tta`` averages with the mirror
+        (for models trained on crops: ten crops, the centre and corners and their mirrors)."""
         if len(crops) == 0:
             return np.zeros((0, len(self.classes)), np.float32)
-        x = self.preprocess(crops)
-        if not tta:
-            return self._run(x)
-        axis = 3 if self.spec.layout == "NCHW" else 2
-        p = self._run(np.concatenate([x, np.flip(x, axis=axis)]))  # one call for the faces and their mirrors
-        return (p[: len(x)] + p[len(x) :]) / 2
+        views = self._patches(self.preprocess(crops), tta)
+        n = len(crops)
+        p = self._run(np.ascontiguousarray(np.concatenate(views)))  # one call for every view of every face
+        return p.reshape(len(views), n, -1).mean(0)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         y = self.session.run(None, {self.input_name: x})[0].astype(np.float32)

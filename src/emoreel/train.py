@@ -77,6 +77,10 @@ class TrainConfig:
     degrade_p: float = 0.0  # probability of each real-video degradation per image (emoreel.degrade), 0 = off
     yaw_deg: float = 0.0  # simulated head turn up to this many degrees (horizontal squeeze + perspective), 0 = off
     mixup: float = 0.0  # mixup Beta(a, a) parameter, 0 = off
+    arch: str = "emonet"  # emonet (residual, 1.2 M parameters) or vgg (VGG trunk + global average pool)
+    crop: int = 0  # train on random crop x crop patches of the size-px faces (0 = whole face); the model sees crop px
+    images: int = 0  # length of the schedule in training images seen (0 = epochs x training set); spans machines
+    compact: bool = False  # checkpoints with float16 weights and optimizer state (half the size, to commit to git)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -127,9 +131,62 @@ if torch is not None:
             return self.head(self.stages(self.stem(x)))
 
 
+    class VggGap(nn.Module):
+        """VGG trunk: per width two 3x3 conv-BN-ReLU then 2x2 max-pool (not after the last), GAP, dropout, linear.
+
+        With widths 64-128-256-512 on 40 px crops: 4.7 M parameters, the published FER2013 VGG recipe's size.
+        """
+
+        def __init__(self, widths=(64, 128, 256, 512), n_classes: int = len(EMOTIONS), dropout: float = 0.3):
+            super().__init__()
+            layers, cin = [], 1
+            for i, w in enumerate(widths):
+                layers += [ConvBN(cin, w), ConvBN(w, w)]
+                if i < len(widths) - 1:
+                    layers.append(nn.MaxPool2d(2))
+                cin = w
+            self.features = nn.Sequential(*layers)
+            self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, n_classes))
+
+        def forward(self, x):
+            return self.head(self.features(x))
+
+    class CenterCrop(nn.Module):
+        """The centre ``crop`` x ``crop`` of a larger input, then the wrapped network (what export writes)."""
+
+        def __init__(self, net, size: int, crop: int):
+            super().__init__()
+            self.net, self.o, self.crop = net, (size - crop) // 2, crop
+
+        def forward(self, x):
+            return self.net(x[:, :, self.o : self.o + self.crop, self.o : self.o + self.crop])
+
+
+ARCHS = ("emonet", "vgg")
+
+
 def build_model(cfg: TrainConfig, n_classes: int = len(EMOTIONS)):
     require_torch()
+    if cfg.arch == "vgg":
+        return VggGap(tuple(cfg.widths), n_classes, cfg.dropout)
+    if cfg.arch != "emonet":
+        raise EmoreelError(f"unknown architecture {cfg.arch!r}; choose from {', '.join(ARCHS)}")
     return EmoNet(tuple(cfg.widths), n_classes, cfg.dropout)
+
+
+def random_crop(x: "torch.Tensor", crop: int, gen: "torch.Generator") -> "torch.Tensor":
+    """A random ``crop`` x ``crop`` patch of each image of a (B, C, H, W) batch."""
+    b, _, h, w = x.shape
+    oy = torch.randint(0, h - crop + 1, (b,), generator=gen).to(x.device)
+    ox = torch.randint(0, w - crop + 1, (b,), generator=gen).to(x.device)
+    ar = torch.arange(crop, device=x.device)
+    rows, cols = (oy[:, None] + ar)[:, :, None], (ox[:, None] + ar)[:, None, :]
+    return x[torch.arange(b, device=x.device)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
+
+
+def centre_crop(x: "torch.Tensor", crop: int) -> "torch.Tensor":
+    o = (x.shape[2] - crop) // 2
+    return x[:, :, o : o + crop, o : o + crop]
 
 
 def seed_everything(seed: int) -> None:
@@ -206,12 +263,14 @@ def class_weights(labels: np.ndarray, n: int, power: float) -> np.ndarray:
 
 
 @torch.no_grad() if torch is not None else (lambda f: f)
-def predict_logits(model, images: np.ndarray, device="cpu", batch: int = 512, tta: bool = False) -> np.ndarray:
-    """Logits for uint8 (N, H, W) images, optionally averaged with the mirror image."""
+def predict_logits(model, images: np.ndarray, device="cpu", batch: int = 512, tta: bool = False, crop: int = 0) -> np.ndarray:
+    """Logits for uint8 (N, H, W) images (their centre ``crop`` when set), optionally averaged with the mirror."""
     model.eval()
     out = []
     for i in range(0, len(images), batch):
         x = normalise(torch.from_numpy(images[i : i + batch]).to(device))
+        if crop:
+            x = centre_crop(x, crop)
         y = model(x)
         if tta:
             y = (y.softmax(1) + model(torch.flip(x, dims=[3])).softmax(1)).log()
@@ -223,6 +282,27 @@ def _atomic_torch_save(obj, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def _half(state):
+    """A state dict (or optimizer state, nested) with float32 tensors stored as float16."""
+    if isinstance(state, dict):
+        return {k: _half(v) for k, v in state.items()}
+    if isinstance(state, list):
+        return [_half(v) for v in state]
+    if torch.is_tensor(state) and state.dtype == torch.float32:
+        return state.half()
+    return state
+
+
+def _float(state):
+    if isinstance(state, dict):
+        return {k: _float(v) for k, v in state.items()}
+    if isinstance(state, list):
+        return [_float(v) for v in state]
+    if torch.is_tensor(state) and state.dtype == torch.float16:
+        return state.float()
+    return state
 
 
 def _lr_at(step: float, total: float, warm: float, base: float) -> float:
@@ -292,8 +372,8 @@ def train(
         log.info("initialised from %s", init)
     elif init is not None and not (resume and last.exists()):
         src_model, src_cfg, src_ck = load_checkpoint(init)
-        if tuple(src_cfg.widths) != tuple(cfg.widths):
-            raise EmoreelError(f"{init}: checkpoint has widths {tuple(src_cfg.widths)}, not {tuple(cfg.widths)}")
+        if tuple(src_cfg.widths) != tuple(cfg.widths) or src_cfg.arch != cfg.arch:
+            raise EmoreelError(f"{init}: checkpoint is {src_cfg.arch} with widths {tuple(src_cfg.widths)}, not {cfg.arch} with widths {tuple(cfg.widths)}")
         model.load_state_dict(src_model.state_dict())
         data["init"] = {
             "checkpoint": str(init),
@@ -307,11 +387,12 @@ def train(
         # on the CPU: the RNG states must stay CPU tensors; load_state_dict moves the rest to the model's device
         ck = torch.load(last, map_location="cpu", weights_only=False)
         saved = TrainConfig.from_dict({**asdict(cfg), **ck["config"]})
-        if tuple(saved.widths) != tuple(cfg.widths):
-            raise EmoreelError(f"{last}: checkpoint has widths {saved.widths}, not {cfg.widths}")
-        cfg = replace(saved, epochs=cfg.epochs)  # everything from the checkpoint but the length of the run
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
+        if tuple(saved.widths) != tuple(cfg.widths) or saved.arch != cfg.arch:
+            raise EmoreelError(f"{last}: checkpoint is {saved.arch} with widths {tuple(saved.widths)}, not {cfg.arch} with widths {tuple(cfg.widths)}")
+        # everything from the checkpoint but the length of the run (and the device's batch size)
+        cfg = replace(saved, epochs=cfg.epochs, images=cfg.images or saved.images, threads=cfg.threads)
+        model.load_state_dict(_float(ck["model"]))
+        opt.load_state_dict(_float(ck["optimizer"]))
         gen.set_state(ck["generator"])
         if "np_rng" in ck:
             np_rng.bit_generator.state = ck["np_rng"]
@@ -332,8 +413,12 @@ def train(
     y_train = torch.from_numpy(train_data.labels).to(device)
     n = len(y_train)
     steps_per_epoch = max(1, n // cfg.batch_size)
-    total = cfg.epochs * steps_per_epoch
-    for epoch in range(start_epoch, cfg.epochs):
+    per_epoch = steps_per_epoch * cfg.batch_size  # images seen per epoch
+    # the schedule runs in images seen, so a run may change machines (and batch sizes) on the way
+    total_images = cfg.images or cfg.epochs * per_epoch
+    epochs = math.ceil(total_images / per_epoch)
+    cfg = replace(cfg, epochs=epochs)
+    for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
         model.train()
         perm = torch.randperm(n, generator=gen)
@@ -342,13 +427,15 @@ def train(
         correct = torch.zeros((), dtype=torch.int64, device=device)
         seen = 0
         for i in range(steps_per_epoch):
-            step = epoch * steps_per_epoch + i
-            lr = _lr_at(step, total, cfg.warmup_epochs * steps_per_epoch, cfg.lr)
+            seen_images = (epoch * steps_per_epoch + i) * cfg.batch_size
+            lr = _lr_at(seen_images, total_images, cfg.warmup_epochs * per_epoch, cfg.lr)
             for g in opt.param_groups:
                 g["lr"] = lr
             idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             batch = prepare_batch(train_images[idx.numpy()], cfg, np_rng)
             xb = augment(normalise(torch.from_numpy(batch).to(device)), cfg, gen)
+            if cfg.crop:
+                xb = random_crop(xb, cfg.crop, gen)
             yb = y_train[idx.to(device)]
             if device == "cpu":
                 xb = xb.contiguous(memory_format=torch.channels_last)
@@ -366,23 +453,24 @@ def train(
             tot_loss += loss.detach().double() * len(idx)
             correct += (logits.argmax(1) == yb).sum()
             seen += len(idx)
-        val_logits = predict_logits(model, val_images, device)
+        val_logits = predict_logits(model, val_images, device, crop=cfg.crop)
         vl = torch.from_numpy(val_logits)
         val_loss = float(F.cross_entropy(vl, torch.from_numpy(val_data.labels)))
         val_acc = float((vl.argmax(1).numpy() == val_data.labels).mean())
         entry = EpochLog(epoch + 1, float(tot_loss) / seen, int(correct) / seen, val_loss, val_acc, lr, time.perf_counter() - t0)
         history.append(entry)
+        pack = _half if cfg.compact else (lambda v: v)
         if val_acc > best[1]:
             best = (epoch + 1, val_acc)
             _atomic_torch_save(
-                {"model": model.state_dict(), "config": asdict(cfg), "epoch": epoch, "val_acc": val_acc, "command": command,
+                {"model": pack(model.state_dict()), "config": asdict(cfg), "epoch": epoch, "val_acc": val_acc, "command": command,
                  "resume_commands": resume_commands, "data": data},
                 out / "best.pt",
             )
         _atomic_torch_save(
             {
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
+                "model": pack(model.state_dict()),
+                "optimizer": pack(opt.state_dict()),
                 "generator": gen.get_state(),
                 "torch_rng": torch.get_rng_state(),
                 "np_rng": np_rng.bit_generator.state,
@@ -401,7 +489,7 @@ def train(
                         "history": [asdict(h) for h in history]}, indent=1)
         )
         if on_epoch:
-            on_epoch(entry, cfg.epochs)
+            on_epoch(entry, epochs)
     return TrainResult(best[0], best[1], history, str(out / "best.pt"))
 
 
@@ -496,7 +584,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu"):
         ck = torch.load(path, map_location=device, weights_only=False)
         cfg = TrainConfig.from_dict(ck["config"])
         model = build_model(cfg)
-        model.load_state_dict(ck["model"])
+        model.load_state_dict(_float(ck["model"]))
     except FileNotFoundError:
         raise ModelError(f"checkpoint {path} not found") from None
     except (OSError, RuntimeError, EOFError, KeyError, TypeError, ValueError, AttributeError, pickle.UnpicklingError) as e:
@@ -545,15 +633,16 @@ def export_onnx(checkpoint: str | Path | list, onnx_path: str | Path, card_extra
         raise EmoreelError("export needs at least one checkpoint")
     loaded = [load_checkpoint(p) for p in paths]
     model, cfg, ck = loaded[0]
-    if any(c.size != cfg.size for _, c, _ in loaded):
-        raise EmoreelError("ensemble members must share the input size")
+    if any((c.size, c.crop) != (cfg.size, cfg.crop) for _, c, _ in loaded):
+        raise EmoreelError("ensemble members must share the input size and crop")
     if any(c.standardize != cfg.standardize for _, c, _ in loaded):
         raise EmoreelError("ensemble members must all be trained with --standardize, or all without")
     if len(loaded) > 1:
         model = Ensemble([m for m, _, _ in loaded]).eval()
     onnx_path = Path(onnx_path)
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    dummy = torch.zeros(1, 1, cfg.size, cfg.size)
+    side = cfg.crop or cfg.size  # a crop-trained network sees crop x crop patches of the aligned face
+    dummy = torch.zeros(1, 1, side, side)
     tmp = onnx_path.with_suffix(".tmp.onnx")
     with warnings.catch_warnings():  # the legacy TorchScript exporter: no onnxscript needed, runs on torch 2.4-2.13
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -572,8 +661,9 @@ def export_onnx(checkpoint: str | Path | list, onnx_path: str | Path, card_extra
 
     env = {"torch": torch.__version__, "python": platform.python_version(),
            "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    kind = {"emonet": "EmoNet (residual VGG-style CNN)", "vgg": "VGG trunk + global average pool"}
     if len(loaded) == 1:
-        architecture = {"type": "EmoNet (residual VGG-style CNN)", "widths": list(cfg.widths)}
+        architecture = {"type": kind[cfg.arch], "arch": cfg.arch, "widths": list(cfg.widths)}
         training = {**_training_card(ck, cfg), **env}
     else:
         architecture = {"type": f"ensemble of {len(loaded)} EmoNet (mean of log-probabilities)",
@@ -585,7 +675,11 @@ def export_onnx(checkpoint: str | Path | list, onnx_path: str | Path, card_extra
         "classes": list(EMOTIONS),
         "input": {
             "name": "input",
-            "size": [cfg.size, cfg.size],
+            "size": [side, side],
+            **({"crop": {"from": [cfg.size, cfg.size],
+                         "note": "faces are aligned at 'from' size; the network sees the centre crop, or with "
+                                 "test-time augmentation the centre and four corner crops and their mirrors"}}
+               if cfg.crop else {}),  # fmt: skip
             "colour": "grey",
             "layout": "NCHW",
             "dtype": "float32",
@@ -677,7 +771,7 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, calibration: np.n
     bs = min(64, n)
     n -= n % bs  # onnxruntime's histogram calibrators need equal batches
     pick = rng.choice(len(calibration), size=n, replace=False)
-    x = fp32.preprocess(list(calibration[np.sort(pick)]))
+    x = np.ascontiguousarray(fp32._patches(fp32.preprocess(list(calibration[np.sort(pick)])), tta=False)[0])
     batches = iter([{fp32.input_name: x[i : i + bs]} for i in range(0, n, bs)])
 
     class Reader(CalibrationDataReader):

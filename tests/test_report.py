@@ -100,7 +100,7 @@ def test_timeline_bins_have_no_seams_at_ntsc_rates(tmp_path):
     res.meta["input"]["fps"] = 30000 / 1001
     res.cols["time_s"] = res.cols["frame"] / (30000 / 1001)
     res.cols["emotion_smooth"][res.cols["track_id"] == 2] = "happy"
-    page = render(res, None)
+    page = render(res, None, labels="online")  # the label as written, not decoded from the probabilities
     svg = re.search(r'<div class="tlrow" data-key="e1">.*?</svg>', page).group(0)  # track 2: the first unnamed card
     assert ">track 2<" in svg
     assert count(r'<rect x=', svg) == 1 and 'width="90"' in svg
@@ -190,12 +190,12 @@ def write_long_results(out: Path, hours: float = 2.0, fps: int = 30, every: int 
                 emo = EMOTIONS[k] if ok else ""
                 w.writerow([f, t_s, t, names.get(t, "unknown"), "", "", 20 + 60 * lane, 20, 40, 40, "0.9000",
                             30, 35, 50, 35, *p, emo, "0.7000" if ok else "", emo, f"{0.5 + 0.4 * (f % 90) / 90:.4f}" if ok else "",
-                            int(ok), "" if ok else "profile", f"{40 + f % 13:.1f}" if ok else ""])  # fmt: skip
+                            int(ok), "" if ok else "profile", f"{40 + f % 13:.1f}" if ok else "", video])  # fmt: skip
                 rows += 1
         for b, start in enumerate(blip_at.tolist()):
             for f in range(start, start + 10 * every, every):
                 w.writerow([f, f"{f / fps:.6f}", 10_000 + b, "unknown", "", "", 100, 50, 30, 30, "0.6", "", "", "", "",
-                            *blank_probs, "", "", "", "", 0, "too_small", ""])  # fmt: skip
+                            *blank_probs, "", "", "", "", 0, "too_small", "", video])  # fmt: skip
                 rows += 1
     meta = {"schema": SCHEMA, "input": {"path": video, "kind": "video", "width": size[0], "height": size[1], "fps": float(fps),
             "frame_count": n, "duration_s": n / fps}, "params": {"every": every}, "model": {"name": "synthetic", "sha256": "0" * 64},

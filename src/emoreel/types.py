@@ -45,6 +45,7 @@ class Frame:
     index: int
     time_s: float
     image: np.ndarray
+    name: str = ""  # the source: an image's name relative to its folder, or the video file's name
 
 
 def _nan(shape) -> np.ndarray:
@@ -144,6 +145,7 @@ class Observation:
     person: str = ""  # the track's person by vote ("unknown" when none matches)
     match: str = ""  # this frame's best gallery match under tolerance
     match_distance: float = np.nan
+    source: str = ""  # the image file (relative name) or the video file's name
 
     @property
     def emotion_prob(self) -> float:

@@ -15,7 +15,7 @@ import re
 import threading
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Mapping
 
 import cv2
 import numpy as np
@@ -56,6 +56,26 @@ def _list_images(source: str) -> list[str] | None:
     return sorted(files, key=_natural_key)
 
 
+def _image_root(source: str) -> Path:
+    """The folder image names are relative to: the folder itself, or a glob's fixed leading part."""
+    p = Path(source)
+    if p.is_dir():
+        return p
+    fixed = []
+    for part in p.parts:
+        if any(ch in part for ch in "*?["):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def _relative_name(path: str, root: Path) -> str:
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return Path(path).name
+
+
 class VideoSource:
     """Iterate :class:`Frame` objects from a source; use as a context manager.
 
@@ -68,13 +88,14 @@ class VideoSource:
 
     def __init__(
         self,
-        source: str | int | Path,
+        source: str | int | Path | list[str | Path],
         every: int = 1,
         start: float | None = None,
         end: float | None = None,
         max_frames: int | None = None,
         image_fps: float = 1.0,
         queue_size: int = 8,
+        root: str | Path | None = None,
     ):
         if every < 1:
             raise InputError("--every must be at least 1")
@@ -91,10 +112,15 @@ class VideoSource:
         self.truncated = False
         self.last_index = -1
         self.bad_images = 0
+        self.skipped_images: list[str] = []  # names of unreadable images, in order
+        self._root = Path(".")
+        self.name = ""  # what the ``source`` column of video/camera rows says
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._recorder: VideoWriter | None = None
-        if isinstance(source, int) or (isinstance(source, str) and source.startswith("camera:")):
+        if isinstance(source, (list, tuple)):
+            self._open_images([str(f) for f in source], root, image_fps)
+        elif isinstance(source, int) or (isinstance(source, str) and source.startswith("camera:")):
             self._open_camera(int(str(source).split(":")[-1]))
         else:
             self._open_path(str(source), image_fps)
@@ -107,6 +133,7 @@ class VideoSource:
             cap.release()
             raise VideoOpenFailure(f"camera {n} is not available (no device or no permission)")
         self._cap, self._first = cap, img
+        self.name = f"camera:{n}"
         fps = exact_fps(cap.get(cv2.CAP_PROP_FPS)) or Fraction(30)
         self.info = VideoInfo(f"camera:{n}", "camera", img.shape[1], img.shape[0], fps, 0)
 
@@ -115,12 +142,7 @@ class VideoSource:
         if images is not None:
             if not images:
                 raise InputError(f"no images found in {source}")
-            first = cv2.imread(images[0])
-            if first is None:
-                raise InputError(f"cannot read image {images[0]}")
-            self._images = images
-            fps = exact_fps(image_fps)
-            self.info = VideoInfo(source, "images", first.shape[1], first.shape[0], fps, len(images))
+            self._open_images(images, _image_root(source), image_fps, source)
             return
         p = Path(source)
         if not p.exists():
@@ -139,7 +161,30 @@ class VideoSource:
             cap.release()
             raise VideoOpenFailure(f"cannot open {source} as video (no video stream)")
         self._cap, self._first = cap, None
+        self.name = p.name
         self.info = VideoInfo(str(p), "video", w, h, fps, n)
+
+    @property
+    def image_names(self) -> list[str]:
+        """Names of an image source's files, relative to its folder (or a glob's fixed part), in frame order."""
+        return [_relative_name(f, self._root) for f in self._images or ()]
+
+    def _open_images(self, images: list[str], root: str | Path | None, image_fps: float, label: str | None = None) -> None:
+        """An image source over ``images`` (in this order); names are relative to ``root``."""
+        if not images:
+            raise InputError("no images given")
+        first = cv2.imread(images[0])
+        if first is None:
+            raise InputError(f"cannot read image {images[0]}")
+        self._images = images
+        self._root = Path(root) if root is not None else Path(os.path.commonpath([str(Path(f).parent) for f in images]))
+        self.info = VideoInfo(label or str(self._root), "images", first.shape[1], first.shape[0],
+                              exact_fps(image_fps), len(images))  # fmt: skip
+
+    @property
+    def image_paths(self) -> list[str]:
+        """The files of an image source, in frame order (empty for videos and cameras)."""
+        return list(self._images or ())
 
     def record(self, path: str | Path) -> Path:
         """Write every frame read to ``path`` (from the first, also with a start time); call before iterating.
@@ -185,11 +230,13 @@ class VideoSource:
         if self._images is not None:
             for i in range(first, len(self._images) if stop is None else min(stop, len(self._images)), self.every):
                 img = cv2.imread(self._images[i])
+                name = _relative_name(self._images[i], self._root)
                 if img is None:
                     self.bad_images += 1
+                    self.skipped_images.append(name)
                     log.warning("cannot read image %s; skipped", self._images[i])
                     continue
-                yield Frame(i, self._time(i), img)
+                yield Frame(i, self._time(i), img, name)
                 yielded += 1
                 if self.max_frames and yielded >= self.max_frames:
                     return
@@ -199,7 +246,7 @@ class VideoSource:
         if self._first is not None:  # camera: the probe frame is frame 0
             if rec:
                 rec.write(self._first)
-            yield Frame(0, 0.0, self._first)
+            yield Frame(0, 0.0, self._first, self.name)
             yielded, index = 1, 1
         elif first > 0 and rec is None:
             cap.set(cv2.CAP_PROP_POS_FRAMES, first)
@@ -220,7 +267,7 @@ class VideoSource:
                 if rec:
                     rec.write(img)
                 if keep:
-                    yield Frame(index, self._time(index), img)
+                    yield Frame(index, self._time(index), img, self.name)
                     yielded += 1
             index += 1
         if self.info.kind == "video" and self.info.frame_count and not self._stop.is_set():
@@ -342,7 +389,7 @@ def read_frames(path: str | Path, indices: Iterable[int]) -> Iterator[Frame]:
             for i in wanted:
                 img = cv2.imread(src._images[i]) if i < len(src._images) else None
                 if img is not None:
-                    yield Frame(i, src._time(i), img)
+                    yield Frame(i, src._time(i), img, _relative_name(src._images[i], src._root))
         finally:
             src.close()
         return
@@ -361,6 +408,27 @@ def read_frames(path: str | Path, indices: Iterable[int]) -> Iterator[Frame]:
             if not ok:
                 return
             pos += 1
-            yield Frame(i, src._time(i), img)
+            yield Frame(i, src._time(i), img, src.name)
     finally:
         src.close()
+
+
+def check_image_names(path: str | Path, names: Mapping[int, str]) -> None:
+    """Refuse an image folder/glob that changed since analyze: image ``i`` must still be ``names[i]``.
+
+    Raises :class:`~emoreel.errors.InputError` naming the first difference. Empty names
+    (results written before the ``source`` column) are not checked.
+    """
+    images = _list_images(str(path))
+    if images is None:
+        raise InputError(f"{path} is not an image folder or glob")
+    root = _image_root(str(path))
+    for i in sorted(names):
+        want = names[i]
+        if not want:
+            continue
+        have = _relative_name(images[i], root) if 0 <= i < len(images) else None
+        if have != want:
+            now = f"is now {have}" if have else "is missing"
+            raise InputError(f"the images in {path} changed since analyze: image {i} ({want}) {now}; "
+                             "re-run analyze on the folder")  # fmt: skip

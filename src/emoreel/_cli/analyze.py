@@ -46,6 +46,7 @@ def register(sub) -> None:
         description="Analyze a video file, a camera, or a folder/glob of images into OUT_DIR/results.csv and run.json.",
     )
     p.add_argument("input", nargs="?", help="video file, image folder, or quoted glob like 'shots/*.jpg'")
+    p.add_argument("more_inputs", nargs="*", help=argparse.SUPPRESS)  # an unquoted glob the shell expanded
     p.add_argument("-o", "--out", required=True, metavar="OUT_DIR", help="results folder")
     p.add_argument("--camera", type=int, metavar="N", help="read webcam N instead of INPUT")
     p.add_argument("--example", action="store_true", help="analyze the built-in example video (written to OUT_DIR)")
@@ -55,11 +56,26 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def expanded_glob_hint(paths: list[str]) -> str:
+    """The error for several inputs: most likely a glob the shell expanded; suggest the quoted pattern."""
+    ps = [Path(p) for p in paths]
+    parents = {str(p.parent) for p in ps}
+    suffixes = {p.suffix.lower() for p in ps}
+    folder = parents.pop() if len(parents) == 1 else "FOLDER"
+    pattern = ("*" + ps[0].suffix if len(suffixes) == 1 else "*")
+    glob = pattern if folder == "." else f"{folder}/{pattern}"
+    shown = ", ".join(paths[:3]) + (", ..." if len(paths) > 3 else "")
+    return (f"analyze takes one input, got {len(paths)} ({shown}): if the shell expanded a glob, quote it, "
+            f"e.g. emoreel analyze '{glob}' -o OUT_DIR (or give the folder)")
+
+
 def run(args) -> int:
     from ..errors import InputError, OutputError
     from ..pipeline import analyze_to_dir
     from ..progress import Progress
 
+    if args.more_inputs:
+        raise InputError(expanded_glob_hint([args.input, *args.more_inputs]))
     chosen = [x for x in (args.input is not None, args.camera is not None, args.example) if x]
     if len(chosen) != 1:
         raise InputError("give exactly one of INPUT, --camera N or --example")
@@ -76,6 +92,10 @@ def run(args) -> int:
             raise OutputError(f"cannot write {source}: {e.strerror}") from None
     else:
         source = args.camera if args.camera is not None else args.input
+        if args.camera is not None and not getattr(args, "verbose", False):
+            from . import quiet_opencv
+
+            quiet_opencv()  # a missing camera: our one line, not OpenCV's [ WARN ] lines
         if isinstance(source, str) and not any(c in source for c in "*?[") and not Path(source).exists():
             raise InputError(f"no such file: {source}")
     bar = Progress(enabled=None if not args.quiet else False)

@@ -1,14 +1,27 @@
-"""`emoreel evaluate`: accuracy, per-class precision/recall and confusion of a model on labelled faces."""
+"""`emoreel evaluate`: accuracy, per-class precision/recall and confusion of a model on labelled faces or photos."""
 
 from __future__ import annotations
 
+import argparse
+
 
 def register(sub) -> None:
-    p = sub.add_parser("evaluate", help="evaluate an emotion model on labelled faces")
-    p.add_argument("--data", required=True, help="fer2013.csv, or a folder/zip with <split>/<class>/ images")
-    p.add_argument("--split", default="val", help="split to evaluate: train, val (PublicTest), test (PrivateTest)")
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate an emotion model on labelled faces, or the whole pipeline on labelled photos",
+        description="Face crops (fer2013.csv, a folder/zip with <split>/<class>/ images) are classified directly. "
+        "A folder of full-size photos in <class>/ folders (any image over 96 px; or --photos) goes through "
+        "analyze's own path: detection at photo resolution, the face gate, alignment, classification; the "
+        "largest accepted face of each photo counts.",
+    )
+    p.add_argument("--data", required=True, help="fer2013.csv, a folder/zip with <split>/<class>/ crops, or a folder of <class>/ photos")
+    p.add_argument("--split", default="val", help="split to evaluate: train, val (PublicTest), test (PrivateTest); "
+                   "photos: used when DATA/<split>/<class>/ exists")  # fmt: skip
+    p.add_argument("--photos", action="store_true", help="DATA holds full-size photos in <class>/ folders (detected automatically)")
     p.add_argument("--model", help="ONNX file with its card beside it, or a shipped model's name (default: emoreel-fer-int8)")
-    p.add_argument("--tta", action="store_true", help="average each face with its mirror image")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="average each face with its mirror image (default: off for crops, on for photos as in analyze)")  # fmt: skip
+    p.add_argument("--image-max-side", type=int, metavar="PX", help="photos: detect on photos downscaled to this long side (default: analyze's)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
     p.add_argument("--plot", metavar="PNG", help="also write the confusion matrix as a PNG")
     p.set_defaults(func=run)
@@ -17,13 +30,31 @@ def register(sub) -> None:
 def run(args) -> int:
     import sys
 
-    from ..datasets import load_dataset
-    from ..evaluate import evaluate, load_model
+    from ..errors import DataError
+    from ..evaluate import evaluate, evaluate_photos, is_photo_folder, load_model
 
     model = load_model(args.model)  # fails fast, before the data are read
+    if args.photos or is_photo_folder(args.data, args.split):
+        from ..config import AnalyzeOptions
+
+        opts = {"model": args.model}
+        if args.tta is not None:
+            opts["tta"] = args.tta
+        if args.image_max_side is not None:
+            opts["image_max_side"] = args.image_max_side
+        print(f"{model.name}: photos in {args.data}", file=sys.stderr)
+        photos = evaluate_photos(args.data, model, AnalyzeOptions(**opts), split=args.split)
+        if args.plot:
+            photos.faces.plot_confusion(args.plot)
+        print(photos.to_json() if args.json else photos.text())
+        return 0
+    if args.image_max_side is not None:
+        raise DataError(f"--image-max-side is for photos; {args.data} holds face crops")
+    from ..datasets import load_dataset
+
     data = load_dataset(args.data, args.split)
     print(f"{model.name}: {data.summary()}", file=sys.stderr)
-    result = evaluate(model, data, tta=args.tta)
+    result = evaluate(model, data, tta=bool(args.tta))
     if args.plot:
         result.plot_confusion(args.plot)
     print(result.to_json() if args.json else result.text())

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
-    p = sub.add_parser("export", help="export a checkpoint to ONNX with its model card (needs emoreel[train])")
+    p = sub.add_parser("export", help="export a checkpoint to ONNX with its model card (needs emoreel[train])",
+                       description="Turn a checkpoint of `emoreel train` into an ONNX file with its model card "
+                       "(.json beside it), optionally an int8 copy; with --data the exported files themselves are "
+                       "evaluated and calibrated, and the numbers recorded in their cards. Use the result with "
+                       "`emoreel analyze --model FILE.onnx`. Needs emoreel[train] (except re-exporting an .onnx).")  # fmt: skip
     p.add_argument("checkpoint", nargs="+", help="best.pt or last.pt written by `emoreel train`; several make one "
                    "ensemble (their log-probabilities averaged). An exported float .onnx (with its card) is copied "
                    "with a new card instead, without torch: e.g. to add --standardize once its checkpoint is gone")

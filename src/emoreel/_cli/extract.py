@@ -14,6 +14,9 @@ def _tracks(text: str) -> tuple[int, ...]:
 
 
 def register(sub) -> None:
+    from ..decode import DEFAULT_SWITCH_COST
+    from ..extract import DEFAULT_MIN_SHARE
+
     p = sub.add_parser(
         "extract",
         help="cut crops/clips/reel of an emotion from a results folder (no models run)",
@@ -23,10 +26,17 @@ def register(sub) -> None:
     p.add_argument("results", help="results folder written by `emoreel analyze`")
     p.add_argument("-o", "--out", required=True, help="output folder (crops/, manifest.csv, sheet.png, clips/, segments.csv)")
     g = p.add_argument_group("selection")
-    g.add_argument("--emotion", required=True, help="angry, disgust, fear, happy, sad, surprise or neutral")
-    g.add_argument("--raw", action="store_true", help="select on the per-frame label (and its probability) instead of the smoothed one")
-    g.add_argument("--min-prob", type=float, default=0.0, help="minimum probability of the emotion (default 0)")
-    g.add_argument("--person", help="only this known person")
+    g.add_argument("--emotion", required=True, help="angry, disgust, fear, happy, sad, surprise or neutral (any case)")
+    g.add_argument("--raw", action="store_true", help="select on the per-frame label (and its probability) instead of the decoded one")
+    g.add_argument("--online", action="store_true",
+                   help="select on the online smoothed label analyze wrote (emotion_smooth, smooth_prob) instead of "
+                   "the offline per-track decoding (a label change must pay --switch-cost; see docs/model.md)")
+    g.add_argument("--min-prob", type=float, default=None,
+                   help="confidence needed: where the decoding abstains, or the least smoothed (--online) or raw (--raw) "
+                   "probability of the emotion (default: the analysis' own --min-prob, 0.5 unless set)")
+    g.add_argument("--switch-cost", type=float, default=DEFAULT_SWITCH_COST, metavar="NATS",
+                   help=f"decoding: evidence (log-probability) a label change needs (default {DEFAULT_SWITCH_COST}; 0 = per-frame argmax above --min-prob)")
+    g.add_argument("--person", help="only this known person (any case)")
     g.add_argument("--track", type=_tracks, default=(), metavar="IDS", help="only these track ids (comma-separated)")
     g.add_argument("--start", type=float, help="from this time (s)")
     g.add_argument("--end", type=float, help="until this time (s)")
@@ -44,7 +54,10 @@ def register(sub) -> None:
     g.add_argument("--reel", metavar="MP4", help="join all segments into one highlight reel with captions")
     g.add_argument("--pad", type=float, default=0.5, help="seconds added before and after each run (default 0.5)")
     g.add_argument("--merge-gap", type=float, default=1.0,
-                   help="merge segments (of any tracks) less than this many seconds apart (default 1)")  # fmt: skip
+                   help="merge segments (of any tracks) less than this many seconds apart (default 1)")
+    g.add_argument("--min-share", type=float, default=DEFAULT_MIN_SHARE,
+                   help=f"merge only while at least this share of the merged span (padding not counted) shows the emotion "
+                   f"(default {DEFAULT_MIN_SHARE}); clips never cross a shot cut recorded by analyze")  # fmt: skip
     g.add_argument("--mute", action="store_true", help="leave out the video's sound")
     p.add_argument("--video", help="the analyzed video, if it moved since analyze")
     p.add_argument("--force", action="store_true", help="replace an existing output")
@@ -55,14 +68,21 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..encode import sound_note
     from ..errors import InputError, OutputError
-    from ..extract import (OutputDir, Selection, best_per_track, contact_sheet, find_runs, resolve_video, segments,
-                           select, stride, write_crops, write_segments)  # fmt: skip
+    from ..names import resolve_name
+    from ..extract import (OutputDir, Selection, best_per_track, contact_sheet, fill_on_screen, find_runs,
+                           recorded_cuts, resolve_video, segments, select, stride, write_crops, write_segments)  # fmt: skip
     from ..progress import Progress
     from ..results import load_results
+    from ..types import EMOTIONS
     from ..video import probe
 
     res = load_results(args.results)
-    sel = Selection(args.emotion, args.raw, args.min_prob, args.person, args.track, args.start, args.end, args.min_duration)
+    args.emotion = resolve_name(args.emotion, EMOTIONS, "emotion")  # --emotion Happy
+    if args.person is not None:
+        args.person = resolve_name(args.person, res.persons(), "person",
+                                   none_hint="none (analyze with --known-faces to name people)")  # fmt: skip
+    sel = Selection(args.emotion, args.raw, args.min_prob, args.person, args.track, args.start, args.end, args.min_duration,
+                    online=args.online, switch_cost=args.switch_cost)  # fmt: skip
     sel.check()
     if args.no_crops and not (args.clips or args.reel):
         raise InputError("nothing to write: --no-crops without --clips or --reel")
@@ -72,11 +92,14 @@ def run(args) -> int:
         raise InputError("--best must be at least 1")
     if args.pad < 0 or args.merge_gap < 0:
         raise InputError("--pad and --merge-gap must be >= 0")
+    if not 0 <= args.min_share <= 1:
+        raise InputError(f"--min-share must be between 0 and 1 (got {args.min_share})")
     if args.size < 0 or (args.margin is not None and args.margin < 0):
         raise InputError("--size and --margin must be >= 0")
     mask = select(res, sel)
     if not mask.any():
-        what = f"{'raw' if args.raw else 'smoothed'} '{args.emotion}'" + (f" of {args.person}" if args.person else "")
+        kind = "raw" if args.raw else "smoothed" if args.online else "confident decoded"
+        what = f"{kind} '{args.emotion}'" + (f" of {args.person}" if args.person else "")
         print(f"nothing selected: no {what} rows match in {args.results}; nothing written")
         return 0
     video = resolve_video(res, args.video)
@@ -88,15 +111,17 @@ def run(args) -> int:
         if reel.resolve() == video.resolve():
             raise OutputError(f"--reel {reel} is the source video")
     info = probe(video)
-    runs = find_runs(res, mask, raw=args.raw)
-    segs = segments(runs, info.fps, info.frame_count, args.pad, args.merge_gap, stride(res))
-    crop_mask = best_per_track(res, mask, args.best, args.raw, args.emotion) if args.best else mask
+    runs = find_runs(res, mask, emotion=args.emotion)
+    segs = segments(runs, info.fps, info.frame_count, args.pad, args.merge_gap, stride(res), recorded_cuts(res), args.min_share)
+    fill_on_screen(res, segs)
+    by_raw = args.raw or not args.online  # crops are scored by their own probability of the emotion unless --online
+    crop_mask = best_per_track(res, mask, args.best, by_raw, args.emotion) if args.best else mask
     lines = [f"selected {int(mask.sum())} observations in {len(runs)} runs"]
     bar = Progress(enabled=False if args.quiet else None)
     try:
         with OutputDir(out, args.force, protect=(res.dir, video)) as tmp:
             if not args.no_crops:
-                crops = write_crops(res, crop_mask, video, tmp, args.emotion, args.raw, args.margin, args.size or None, args.grey48)
+                crops = write_crops(res, crop_mask, video, tmp, args.emotion, by_raw, args.margin, args.size or None, args.grey48)
                 lines.append(f"{len(crops)} crops + manifest.csv")
                 if args.sheet:
                     r, c = contact_sheet(crops, tmp / "sheet.png")

@@ -22,6 +22,9 @@ def register(sub) -> None:
                    help=f"unnamed tracks shorter than this are pooled into 'other faces' (default {MIN_TRACK_S:g})")
     p.add_argument("--bins", type=int, default=TIMELINE_BINS, metavar="N",
                    help=f"most bins per timeline row (default {TIMELINE_BINS})")
+    p.add_argument("--online", action="store_true",
+                   help="timelines and cards from the online smoothed label (emotion_smooth) instead of the offline "
+                   "per-track decoding (confident labels, a label change must be worth it; see docs/model.md)")
     p.add_argument("--force", action="store_true", help="replace an existing HTML file")
     p.set_defaults(func=run)  # fmt: skip
 
@@ -48,7 +51,7 @@ def run(args) -> int:
                 raise
             logging.getLogger("emoreel.report").warning("%s; the report will have no thumbnails", e)
     out = write_report(res, args.out, video, force=args.force, max_cards=args.max_cards,
-                       min_track_s=args.min_track, bins=args.bins)  # fmt: skip
+                       min_track_s=args.min_track, bins=args.bins, labels="online" if args.online else "decoded")  # fmt: skip
     size = out.stat().st_size
     print(f"wrote {out} ({size / 1e6:.1f} MB)" if size >= 1e6 else f"wrote {out} ({size / 1e3:.0f} kB)")
     return 0

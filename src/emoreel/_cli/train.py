@@ -6,17 +6,21 @@ import sys
 
 
 def register(sub) -> None:
-    t = sub.add_parser("train", help="train the emotion CNN (needs emoreel[train])")
+    t = sub.add_parser("train", help="train the emotion CNN (needs emoreel[train])",
+                       description="Train emoreel's emotion CNN on 48x48 grey faces (fer2013.csv, or a folder/zip of "
+                       "<split>/<class>/ images). Writes OUT/best.pt (best val accuracy) and OUT/last.pt; "
+                       "`emoreel export` turns a checkpoint into the ONNX model analyze uses. Needs emoreel[train] "
+                       "(PyTorch; the CPU build is enough).")  # fmt: skip
     t.add_argument("--data", required=True,
                    help="fer2013.csv, a folder/zip with <split>/<class>/ images, or a face pack (.npz from --pack)")
     t.add_argument("--pack", metavar="NPZ", help="only write the train and val splits of --data to this compact "
                    "face pack (uint8, compressed) and exit: what a GPU machine needs, without the image files")
     t.add_argument("--out", default="runs/train", help="checkpoint folder")
-    t.add_argument("--train-split", default="train")
-    t.add_argument("--val-split", default="val")
+    t.add_argument("--train-split", default="train", help="split of --data to train on (default train)")
+    t.add_argument("--val-split", default="val", help="split of --data that picks best.pt (default val: FER2013 PublicTest)")
     t.add_argument("--epochs", type=int, help="total epochs (default 60, or the checkpoint's with --resume)")
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--lr", type=float, default=0.05)
+    t.add_argument("--batch-size", type=int, default=128, help="faces per training step (default 128)")
+    t.add_argument("--lr", type=float, default=0.05, help="peak learning rate (default 0.05)")
     t.add_argument("--arch", choices=("emonet", "vgg"), default="emonet",
                    help="emonet: residual CNN, 1.2 M parameters (the shipped default); vgg: VGG trunk + global "
                    "average pool, 4.7 M parameters at widths 64,128,256,512 (the published 72-73%% FER2013 recipe)")
@@ -30,7 +34,7 @@ def register(sub) -> None:
                    "then holds across machines with different batch sizes")
     t.add_argument("--compact", action="store_true",
                    help="store checkpoints with float16 weights and optimizer state (half the size: fit for git)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="random seed: same seed, data and flags, same run (default 0)")
     t.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all)")
     t.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     t.add_argument("--standardize", action="store_true",

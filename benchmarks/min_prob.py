@@ -1,0 +1,40 @@
+"""Derive the default ``--min-prob`` from FER2013 val: the top probability above which the model is right
+at least TARGET of the time (see docs/model.md, "Confident labels"). Re-run it after replacing the model.
+
+    .venv/bin/python benchmarks/min_prob.py [--data ../shared/data/fer2013-train-val.zip] [--model M.onnx] [--target 0.8]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from emoreel.datasets import load_dataset
+from emoreel.decode import confidence_threshold
+from emoreel.emotion import EmotionModel
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="../shared/data/fer2013-train-val.zip")
+    ap.add_argument("--model", default=None, help="ONNX model (default: the shipped one)")
+    ap.add_argument("--target", type=float, default=0.8, help="accuracy wanted among the labelled faces")
+    a = ap.parse_args()
+    val = load_dataset(a.data, "val")
+    model = EmotionModel(a.model, threads=1)
+    probs = np.concatenate([model.predict(list(val.images[i : i + 256]), tta=True) for i in range(0, len(val), 256)])
+    y = val.labels
+    top, right = probs.max(axis=1), probs.argmax(axis=1) == y
+    print(f"model {model.name}, {len(y)} FER2013 val faces, accuracy {right.mean():.3f} (TTA)\n")
+    print("| min top prob | faces kept | accuracy of kept | accuracy of faces in [t, t+0.1) |\n|---|---|---|---|")
+    for t in np.arange(0.2, 0.95, 0.05):
+        kept, band = top >= t, (top >= t) & (top < t + 0.1)
+        print(f"| {t:.2f} | {kept.mean():.1%} | {right[kept].mean():.1%} | {right[band].mean():.1%} |")
+    for target in sorted({0.75, 0.8, a.target}):
+        t, acc, share = confidence_threshold(probs, y, target)
+        print(f"\ntarget {target:.0%}: min_prob {t:.3f} keeps {share:.1%} of faces at {acc:.1%} accuracy")
+
+
+if __name__ == "__main__":
+    main()

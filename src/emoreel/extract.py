@@ -144,7 +144,7 @@ class Segment:
 
 
 def _name(person: str, track_id: int) -> str:
-    return person if person and person != "unknown" else f"track {track_id}"
+    return person if person and person not in ("unknown", "unidentified") else f"track {track_id}"
 
 
 def confident_min_prob(res: Results) -> float:
@@ -464,24 +464,44 @@ class OutputDir:
             raise OutputError(f"cannot move the output into {self.path}: {e.strerror}") from None
 
 
-def best_per_track(res: Results, mask: np.ndarray, k: int, raw: bool = False, emotion: str = "") -> np.ndarray:
-    """The ``k`` best selected rows of each track.
+def best_per_track(res: Results, mask: np.ndarray, k: int, raw: bool = False, emotion: str = "",
+                   gap_s: float = 0.0, runs: list[Run] | None = None) -> np.ndarray:  # fmt: skip
+    """The ``k`` best selected rows of each track, spread over time.
 
     Score = probability of the selected emotion (smoothed, or raw with ``raw``) times
     ``min(1, sharpness / the track's median sharpness)``: blurrier-than-usual crops are
     discounted, sharper ones are not boosted past their probability. Ties go to the sharper.
+    Rows are taken best first, skipping any less than ``gap_s`` seconds from one already
+    taken of its track, and with ``runs`` (:func:`find_runs`) any from a run already
+    represented: neighbouring frames are near-duplicates. A track may so give fewer than ``k``.
     """
     if k < 1:
         raise InputError("--best must be at least 1")
+    if not gap_s >= 0:
+        raise InputError(f"--best-gap must be >= 0 seconds (got {gap_s})")
     c = res.cols
     out = np.zeros_like(mask)
     prob = np.nan_to_num(c[emotion] if raw and emotion else c["smooth_prob"])
+    run_of = np.full(len(mask), -1)
+    for i, r in enumerate(runs or []):
+        run_of[r.rows] = i
     for tid in np.unique(c["track_id"][mask]):
         rows = np.flatnonzero(mask & (c["track_id"] == tid))
         sharp = np.nan_to_num(c["sharpness"][rows])
         med = float(np.median(sharp)) or 1.0
         score = prob[rows] * np.minimum(1.0, sharp / med)
-        out[rows[np.lexsort((-sharp, -score))[:k]]] = True
+        taken_t: list[float] = []
+        taken_runs: set[int] = set()
+        for i in rows[np.lexsort((-sharp, -score))]:
+            t, run = float(c["time_s"][i]), int(run_of[i])
+            if any(abs(t - u) < gap_s for u in taken_t) or (run >= 0 and run in taken_runs):
+                continue
+            out[i] = True
+            taken_t.append(t)
+            if run >= 0:
+                taken_runs.add(run)
+            if len(taken_t) == k:
+                break
     return out
 
 
@@ -490,8 +510,13 @@ def _safe(name: str) -> str:
 
 
 def crop_name(o: Observation, emotion: str, prob: float) -> str:
-    """``t0001.233_f000037_track003_anna_happy_0.92.png``: sorts by time, says who and what."""
-    return f"t{o.time_s:08.3f}_f{o.frame:06d}_track{o.track_id:03d}_{_safe(o.person)}_{emotion}_{prob:.2f}.png"
+    """``t0001.233_f000037_track003_anna_happy_0.92.png``: sorts by time, says who and what.
+
+    Without ``--known-faces`` (no person) the track alone names the face: ``..._track003_happy_0.92.png``;
+    ``unknown`` (no reference matched) and ``unidentified`` (never tried: too small) are kept.
+    """
+    who = f"_{_safe(o.person)}" if o.person else ""
+    return f"t{o.time_s:08.3f}_f{o.frame:06d}_track{o.track_id:03d}{who}_{emotion}_{prob:.2f}.png"
 
 
 def _box_crop(img: np.ndarray, o: Observation, margin: float, size: int | None) -> np.ndarray:

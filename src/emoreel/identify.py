@@ -42,7 +42,8 @@ from .types import Faces
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-UNKNOWN = "unknown"
+UNKNOWN = "unknown"  # embedded, matched nobody
+UNIDENTIFIED = "unidentified"  # never embedded: too small (min_face) or too blurry the whole time
 CACHE_VERSION = 2
 
 
@@ -555,12 +556,15 @@ class Identifier:
         Named tracks are taken strongest first (most matches, then smaller mean
         distance); one that overlaps in time a track already holding its name becomes
         ``unknown``. Then the unknown tracks are linked to named ones, closest first,
-        under the same no-overlap rule. Tracks never embedded are left out.
+        under the same no-overlap rule. Tracks seen but never embedded (smaller than
+        ``min_face`` or blurrier than ``min_sharpness`` whenever due) are ``unidentified``:
+        never tried, unlike ``unknown``.
         """
         out: dict[int, str] = {}
         claims = []
         for tid, t in self._tracks.items():
             if not t.votes:
+                out[tid] = UNIDENTIFIED
                 continue
             name, n, mean = t.vote()
             out[tid] = name
@@ -577,7 +581,7 @@ class Identifier:
             named[tid] = name
         links = []
         for tid, name in out.items():
-            if name == UNKNOWN:
+            if name == UNKNOWN:  # (an unidentified track has no embedding to link)
                 linked, d = self._link(tid, holders, named)
                 if linked != UNKNOWN:
                     links.append((d, tid))

@@ -128,7 +128,7 @@ def _entities(res: Results, clock: _Clock, min_track_s: float, codes: np.ndarray
     groups: dict[str, tuple[str, str, list[np.ndarray]]] = {}
     other: list[np.ndarray] = []
     for t, rows in zip(uniq.tolist(), np.split(order, starts[1:])):
-        votes = Counter(p for p in c["person"][rows] if p and p != "unknown")
+        votes = Counter(p for p in c["person"][rows] if p and p not in ("unknown", "unidentified"))
         if votes:
             name = votes.most_common(1)[0][0]
             groups.setdefault(f"p:{name}", (name, "person", []))[2].append(rows)
@@ -281,6 +281,22 @@ def _axis(duration: float) -> str:
     return f'<div class="axis"><div class="ticks">{spans}<span class="end">{tc(duration, dec)}</span></div></div>'
 
 
+def _link_note(video_href: str) -> str:
+    """What the video links need to work, said in the page; a script says when they cannot (a ``file://``
+    link in a page served over http)."""
+    if video_href.startswith("file:"):
+        note = ("the &#9654;/open links point to this file on the machine that wrote the page: they break if the "
+                "video moves or the page is opened elsewhere (write the report beside the video for relative links)")
+    else:
+        note = "the &#9654;/open links are relative to this page: they work while the video stays beside it"
+    script = ('<script>(function(){var n=document.getElementById("vnote");'
+              'if(n&&location.protocol!=="file:"&&n.getAttribute("data-abs")){n.textContent='
+              '"(the \u25B6/open links cannot work here: they point to a file on the machine that wrote this page)";'
+              'n.style.color="#a33";}})();</script>')
+    absolute = ' data-abs="1"' if video_href.startswith("file:") else ""
+    return f'<span id="vnote" class="vnote"{absolute} style="color:#666;font-size:12px">({note})</span>{script}'
+
+
 def video_link(video: Path | str | None, report_path: Path | str | None) -> str:
     """The href of the video for links from a report at ``report_path``: relative when it sits
     beside or below the report, else an absolute ``file://`` URI; "" when unknown."""
@@ -374,11 +390,11 @@ def _summary(res: Results, clock: _Clock, ents: list[Entity], video_href: str, e
     n_tracks = len(np.unique(c["track_id"][c["track_id"] >= 0])) if len(res) else 0
     persons = sorted({e.label for e in ents if e.kind == "person"})
     if inp.get("kind") == "images" and len(res):  # no cards: the people named on any face
-        persons = sorted({p for p in c["person"] if p and p != "unknown"})
+        persons = sorted({p for p in c["person"] if p and p not in ("unknown", "unidentified")})
     rng = ""
     if params.get("start") is not None or params.get("end") is not None:
         rng = f", from {tc(float(params.get('start') or 0))} to {tc(float(params['end'])) if params.get('end') is not None else 'the end'}"
-    link = f' <a href="{video_href}">open</a>' if video_href else ""
+    link = f' <a href="{video_href}">open</a> {_link_note(video_href)}' if video_href else ""
     if inp.get("kind") == "images":
         skipped = len(meta.get("skipped_images") or [])
         source = ("images", f"{inp.get('frame_count', '?')} images" + (f", {skipped} unreadable skipped" if skipped else ""))

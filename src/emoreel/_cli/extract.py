@@ -13,6 +13,18 @@ def _tracks(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"track ids are comma-separated integers, like 1,4 (got '{text}')") from None
 
 
+def _best_gap(text: str) -> float | str:
+    if text.strip().lower() == "run":
+        return "run"
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"seconds >= 0 or 'run' (got '{text}')")
+    return v
+
+
 def register(sub) -> None:
     from ..decode import DEFAULT_SWITCH_COST
     from ..extract import DEFAULT_MIN_SHARE
@@ -44,6 +56,9 @@ def register(sub) -> None:
                    help="keep only runs where a track holds the emotion at least S seconds in a row")  # fmt: skip
     g = p.add_argument_group("crops")
     g.add_argument("--best", type=int, metavar="K", help="only the K best crops per track (probability and sharpness)")
+    g.add_argument("--best-gap", type=_best_gap, default=2.0, metavar="S|run",
+                   help="--best: at least S seconds between two crops of a track (default 2; 0 = any), or 'run': "
+                   "at most one crop per run of the emotion")  # fmt: skip
     g.add_argument("--margin", type=float, help="margin around the face box, as a fraction of its side (default 0.25)")
     g.add_argument("--size", type=int, default=112, help="crop side in pixels (default 112; 0 = native)")
     g.add_argument("--grey48", action="store_true", help="eye-aligned grey 48x48 crops, like the training data")
@@ -115,7 +130,8 @@ def run(args) -> int:
     segs = segments(runs, info.fps, info.frame_count, args.pad, args.merge_gap, stride(res), recorded_cuts(res), args.min_share)
     fill_on_screen(res, segs)
     by_raw = args.raw or not args.online  # crops are scored by their own probability of the emotion unless --online
-    crop_mask = best_per_track(res, mask, args.best, by_raw, args.emotion) if args.best else mask
+    gap, per_run = (0.0, runs) if args.best_gap == "run" else (args.best_gap, None)
+    crop_mask = best_per_track(res, mask, args.best, by_raw, args.emotion, gap, per_run) if args.best else mask
     lines = [f"selected {int(mask.sum())} observations in {len(runs)} runs"]
     bar = Progress(enabled=False if args.quiet else None)
     try:

@@ -359,3 +359,15 @@ def test_only_known_skips_emotion_for_unknown_faces(tmp_path, monkeypatch):
     assert set(c["person"]) == {"collins", "unknown"}
     assert (c["accepted"][known] == 1).all() and all(c["emotion"][known])
     assert set(c["reject_reason"][~known]) == {"unknown_person"}
+
+
+def test_tracks_never_embedded_are_unidentified_not_unknown():
+    """Too small for min_face the whole time: `unidentified` (never tried), unlike `unknown` (tried, no match)."""
+    from emoreel.identify import UNIDENTIFIED
+
+    stub = StubEmbedder({100: unit(0), 300: towards(unit(1), unit(5), 0.7)})
+    ident = Identifier(GALLERY, tolerance=0.6, every=5, min_face=60, embedder=stub)
+    for f in range(10):
+        ident.observe(IMAGE, faces_at([100, 300, 500], size=[80, 80, 30]), f)
+    assert ident.person(3) == ""  # while the run goes on: not (yet) embedded
+    assert ident.final_persons() == {1: "anna", 2: UNKNOWN, 3: UNIDENTIFIED}

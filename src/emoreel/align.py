@@ -5,10 +5,10 @@ large enough, its eye line is not tilted too far, and it is not turned so far th
 the far eye hides behind the nose (:func:`estimate_yaw`, 70 degrees by default;
 a stricter ``max_yaw`` keeps only faces that look at the camera).
 :func:`align_faces` maps each kept face onto the emotion model's face template with
-a similarity transform: a least-squares fit of all five landmarks (eyes, nose,
-mouth corners) to ``face.landmarks`` in the model card, so a turned face's crop
-covers the face, not an eye; with fewer landmarks (or a card without the template)
-the eyes alone go to ``face.eyes``.
+a similarity transform from all five landmarks and ``face.landmarks`` in the model
+card: upright by the eye line, sized by the eye-to-mouth distance (which a head turn
+does not shorten), so a turned face's crop covers the face, not an eye; with fewer
+landmarks (or a card without the template) the eyes alone go to ``face.eyes``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from .emotion import InputSpec
-from .types import EYE_L, EYE_R, NOSE, Faces
+from .types import EYE_L, EYE_R, MOUTH_L, MOUTH_R, NOSE, Faces
 
 # reject reasons written to results.csv
 TOO_SMALL = "too_small"
@@ -117,34 +117,30 @@ def eye_transform(eye_l: np.ndarray, eye_r: np.ndarray, spec: InputSpec, margin:
     return m
 
 
-# weight of each landmark in the 5-point fit: the nose moves most when a head turns
-LANDMARK_WEIGHTS = np.array([1.0, 1.0, 0.5, 0.75, 0.75])
-
-
 def landmark_transform(landmarks: np.ndarray, spec: InputSpec, margin: float = 0.0) -> np.ndarray:
     """2x3 similarity transform (rotation, uniform scale, shift) taking a face to the model's template.
 
-    With all five landmarks and a card template (``spec.landmarks``): the weighted
-    least-squares fit of the five points (Umeyama, in closed form). Otherwise the
-    exact fit of the two eyes (:func:`eye_transform`). ``margin`` > 0 shrinks the
-    face inside the crop.
+    With all five landmarks and a card template (``spec.landmarks``): the rotation
+    levels the eye line; the scale takes the eye-to-mouth distance (eye midpoint to
+    mouth-corner midpoint, which a head turn does not shorten) to the template's; the
+    midpoint between eyes and mouth goes to the template's. A frontal face lands on
+    the template like the training faces; a turned face keeps its true size and is
+    narrower, as turned faces in the training data are, instead of being blown up by
+    its shortened eye distance. Otherwise the eyes alone are fitted
+    (:func:`eye_transform`). ``margin`` > 0 shrinks the face inside the crop.
     """
     lm = np.asarray(landmarks, np.float64)
     if spec.landmarks is None or np.isnan(lm).any():
         return eye_transform(lm[EYE_L], lm[EYE_R], spec, margin)
     t = np.asarray(spec.landmarks, np.float64) * [spec.width, spec.height]
-    s = 1.0 / (1.0 + margin)
-    centre = np.array([0.5 * spec.width, t[:2, 1].mean()])
-    t = centre + (t - centre) * s
-    w = LANDMARK_WEIGHTS / LANDMARK_WEIGHTS.sum()
-    mp, mq = w @ lm, w @ t
-    p, q = lm - mp, t - mq
-    # complex form of the 2D similarity: q ~ z * p, z = a + ib
-    den = float(w @ (p * p).sum(1))
-    a = float(w @ (q[:, 0] * p[:, 0] + q[:, 1] * p[:, 1])) / max(den, 1e-9)
-    b = float(w @ (q[:, 1] * p[:, 0] - q[:, 0] * p[:, 1])) / max(den, 1e-9)
+    eyes, mouth = (lm[EYE_L] + lm[EYE_R]) / 2, (lm[MOUTH_L] + lm[MOUTH_R]) / 2
+    t_eyes, t_mouth = (t[EYE_L] + t[EYE_R]) / 2, (t[MOUTH_L] + t[MOUTH_R]) / 2
+    d = lm[EYE_R] - lm[EYE_L]
+    angle = -math.atan2(d[1], d[0])  # level the eye line
+    scale = float(np.linalg.norm(t_mouth - t_eyes)) / max(float(np.linalg.norm(mouth - eyes)), 1e-6) / (1.0 + margin)
+    a, b = scale * math.cos(angle), scale * math.sin(angle)
     m = np.array([[a, -b, 0.0], [b, a, 0.0]])
-    m[:, 2] = mq - m[:, :2] @ mp
+    m[:, 2] = (t_eyes + t_mouth) / 2 - m[:, :2] @ ((eyes + mouth) / 2)
     return m
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 
 
@@ -41,11 +42,30 @@ class AnalyzeOptions:
     id_every: int = opt(5, "identity: embed each track at most once per this many frames (~100 ms per face)")
     id_min_face: int = opt(60, "identity: smallest face (pixels) that is matched; small blurred faces match strangers")
     only_known: bool = opt(False, "skip emotion work for faces not matched to a known person")
-    detect_every: int = opt(1, "run the detector on every Kth processed frame and move tracked faces in between (faster; changes results)")
+    exact: bool = opt(False, "detect and classify every frame and mirror-average every face (the slower reference; without it emoreel skips work where the answers stay the same: docs/benchmarks.md, agreement)")
+    detect_every: int = opt(0, "run the detector at least on every Kth processed frame and move tracked faces in between; the fast default also detects at shot cuts and right after a face appears, is lost or scores weakly (0 = automatic: 5, or 1 with --exact)")
+    classify_every: int = opt(0, "classify each tracked face at least every Nth processed frame and carry its probabilities in between; more often while its label is changing or near a tie (0 = the detection interval; ignored with --exact)")
+    tta_margin: float = opt(0.3, "with --tta: mirror-average only faces whose top-2 probability margin without the mirror is below this (1 = every face, as --exact)")
+    device: str = opt("auto", "where the detector and the emotion network run: auto (a CUDA GPU when onnxruntime-gpu finds one, else CPU), cpu or cuda (falls back to CPU with a warning)", choices=("auto", "cpu", "cuda"))
     threads: int = opt(2, "worker threads (decode, detect and classify overlap)")
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def validate(self) -> "AnalyzeOptions":
+        """Refuse out-of-range or non-finite numbers (one line naming the option) before any work starts."""
+        from .errors import InputError
+
+        for name, (lo, hi, kind) in LIMITS.items():
+            v = getattr(self, name)
+            if v is None:
+                continue
+            flag = "--" + name.replace("_", "-")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and float(v) != int(v)):
+                raise InputError(f"{flag} must be {'a whole number' if kind is int else 'a number'} (got {v!r})")
+            if not math.isfinite(v) or v < lo or v > hi:
+                raise InputError(f"{flag} must be between {lo:g} and {hi:g} (got {v})")
+        return self
 
     @classmethod
     def from_kwargs(cls, **kw) -> "AnalyzeOptions":
@@ -54,3 +74,19 @@ class AnalyzeOptions:
         if unknown:
             raise TypeError(f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
         return cls(**kw)
+
+
+MAX_THREADS = 64
+
+LIMITS: dict[str, tuple[float, float, type]] = {
+    # option: (lowest, highest, int or float); None values (start, end, max_frames, ...) are not checked
+    "every": (1, 10**9, int), "start": (0, 1e9, float), "end": (0, 1e9, float), "max_frames": (1, 10**12, int),
+    "det_max_side": (0, 16384, int), "image_max_side": (0, 16384, int), "det_threshold": (0, 1, float),
+    "min_face": (1, 10**5, int), "max_yaw": (0, 90, float), "max_roll": (0, 180, float),
+    "min_sharpness": (0, 1e9, float), "scene_cut": (0, 255, float), "margin": (0, 2, float),
+    "repeat": (1, 10**6, int), "ema": (0.001, 1, float), "min_prob": (0, 1, float), "track_iou": (0, 1, float),
+    "track_max_missed": (0, 10**6, int), "tolerance": (0, 10, float), "id_every": (1, 10**6, int),
+    "id_min_face": (1, 10**5, int), "detect_every": (0, 10**6, int), "classify_every": (0, 10**6, int),
+    "tta_margin": (0, 1, float), "threads": (1, MAX_THREADS, int),
+}
+"""Valid range of each numeric :class:`AnalyzeOptions` field (checked by :meth:`AnalyzeOptions.validate`)."""

@@ -27,8 +27,8 @@ from .align import BLURRY, align_faces, frontal_gate, sharpness
 from .config import AnalyzeOptions
 from .detect import FaceDetector, ScaledDetector, create_detector
 from .emotion import EmotionModel
-from .errors import InputError, VideoOpenFailure
-from .results import RECORDING, ResultsWriter, prepare_output_dir, rewrite_persons
+from .errors import InputError, OutputError, VideoOpenFailure
+from .results import RECORDING, OutputLock, ResultsWriter, check_output_dir, prepare_output_dir, rewrite_persons
 from .smooth import EmotionSmoother
 from .track import Tracker
 from .types import EYE_L, EYE_R, Faces, Frame, Observation
@@ -358,14 +358,20 @@ def analyze_to_dir(
     Bad input is refused before anything is written; an interrupted run keeps
     every finished frame and leaves ``complete: false`` in run.json.
     """
-    o = options or AnalyzeOptions()
+    o = (options or AnalyzeOptions()).validate()
+    check_output_dir(out_dir, force)  # before the models load
     src = _open(source, o)
     own = analyzer is None
+    lock = None
     try:
         if o.record and src.info.kind == "images":
             raise InputError("--record is for cameras and videos, not image folders")
+        if src.info.kind == "video" and src.declared_count and src.first_index >= src.info.frame_count:
+            raise InputError(f"--start {o.start:g} is beyond the end of {src.info.path} "
+                             f"({src.info.duration_s:.3f} s); nothing to analyze")  # fmt: skip
         analyzer = analyzer or Analyzer(o)  # bad options and models fail before anything is written
         out = prepare_output_dir(out_dir, force)
+        lock = OutputLock(out)  # a second run into this folder is refused, not interleaved
         info = src.info
         analyzer.use_source(src)  # before the detector's settings are recorded
         recording = src.record(out / RECORDING).name if o.record else None
@@ -395,7 +401,11 @@ def analyze_to_dir(
         with ResultsWriter(out, meta) as writer:
             try:
                 for frame, obs in iter_frames(analyzer, src):
-                    writer.write_frame(obs)
+                    try:
+                        writer.write_frame(obs)
+                    except OutputError as e:
+                        raise OutputError(f"{e}; the {writer.frames} frames before it are kept in "
+                                          f"{out / 'results.csv'} (marked incomplete)") from None  # fmt: skip
                     if info.kind == "images":
                         images.append({"frame": frame.index, "name": frame.name,
                                        "width": int(frame.image.shape[1]), "height": int(frame.image.shape[0])})
@@ -409,21 +419,31 @@ def analyze_to_dir(
                         writer.write_meta(last_frame=frame.index, **_image_meta(info, images, src))
                         last_meta = now
                 if src.truncated:
-                    writer.close(False, error=f"video ended at frame {src.last_index}")
+                    writer.close(False, error=f"video ended at frame {src.last_index}", **src.stream_meta())
                     raise VideoOpenFailure(
                         f"{info.path} ended after frame {src.last_index} of {info.frame_count} (truncated or corrupt); "
                         f"the {writer.frames} frames before it are in {out / 'results.csv'}"
                     )
+                if writer.frames == 0 and info.kind != "camera":
+                    why = (f"--start {o.start:g} is at or beyond the end of the input" if o.start else
+                           "no frame of the input could be read")  # fmt: skip
+                    writer.close(False, error=why, **src.stream_meta(), **_image_meta(info, images, src))
+                    raise InputError(f"{why}; nothing was analyzed")
                 persons = analyzer.final_persons()
                 if persons:
                     rewrite_persons(out, persons)
+                writer.close(True, persons=persons, tracks=len(tracks), faces=faces, **src.stream_meta(),
+                             **_image_meta(info, images, src))  # fmt: skip
                 complete = True
-                writer.close(True, persons=persons, tracks=len(tracks), faces=faces, **_image_meta(info, images, src))
             finally:
                 if not complete:
-                    writer.close(False, **_image_meta(info, images, src))
+                    writer.close(False, **src.stream_meta(), **_image_meta(info, images, src))
         return RunSummary(out, writer.frames, faces, accepted, len(tracks), time.perf_counter() - t0, complete)
     finally:
-        src.close()
-        if own and analyzer is not None:
-            analyzer.close()
+        try:
+            src.close()
+        finally:
+            if own and analyzer is not None:
+                analyzer.close()
+            if lock is not None:
+                lock.close()

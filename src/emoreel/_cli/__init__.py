@@ -4,7 +4,7 @@ COMMANDS = ("analyze", "extract", "annotate", "live", "report", "train", "evalua
 
 
 def quiet_opencv() -> None:
-    """Keep OpenCV's own ``[ WARN ]`` lines (a camera that cannot be opened) off the terminal: the CLI says it in one line."""
+    """Keep OpenCV's ``[ WARN ]`` lines (a camera that cannot be opened) off the terminal: the CLI says it in one line."""
     import os
 
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # read when cv2 is first imported

@@ -22,6 +22,9 @@ def register(sub) -> None:
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="average each face with its mirror image (default: off for crops, on for photos as in analyze)")  # fmt: skip
     p.add_argument("--image-max-side", type=int, metavar="PX", help="photos: detect on photos downscaled to this long side (default: analyze's)")
+    p.add_argument("--degrade", type=int, metavar="SEED", default=None,
+                   help="crops: evaluate a degraded copy of the faces instead (every face gets some of: low "
+                   "resolution, blur, low light, contrast loss, noise, JPEG; emoreel.degrade, reproducible by SEED)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
     p.add_argument("--plot", metavar="PNG", help="also write the confusion matrix as a PNG")
     p.set_defaults(func=run)
@@ -36,6 +39,9 @@ def run(args) -> int:
     model = load_model(args.model)  # fails fast, before the data are read
     if args.photos or is_photo_folder(args.data, args.split):
         from ..config import AnalyzeOptions
+
+        if args.degrade is not None:
+            raise DataError("--degrade is for face crops; photos are degraded as they are")
 
         opts = {"model": args.model}
         if args.tta is not None:
@@ -53,6 +59,13 @@ def run(args) -> int:
     from ..datasets import load_dataset
 
     data = load_dataset(args.data, args.split)
+    if args.degrade is not None:
+        from dataclasses import replace
+
+        from ..degrade import degraded_copy
+
+        data = replace(data, images=degraded_copy(data.images, seed=args.degrade),
+                       source=f"{data.source}, degraded (seed {args.degrade})")  # fmt: skip
     print(f"{model.name}: {data.summary()}", file=sys.stderr)
     result = evaluate(model, data, tta=bool(args.tta))
     if args.plot:

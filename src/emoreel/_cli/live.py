@@ -37,6 +37,10 @@ def run(args) -> int:
         raise InputError(f"cannot open a live window: {why}; {NO_WINDOW_HINT.replace('camera N', f'camera {args.camera}')}")
     opts = AnalyzeOptions(detector=args.detector, known_faces=args.known_faces, model=args.model, threads=1)
     title = f"emoreel live: camera {args.camera} (q to quit)"
+    if not getattr(args, "verbose", False):
+        from . import quiet_opencv
+
+        quiet_opencv()  # a missing camera: our one line, not OpenCV's [ WARN ] lines
     with open_source(args.camera) as src:  # a missing camera: VideoOpenFailure from open_source
         analyzer = Analyzer(opts)
         try:

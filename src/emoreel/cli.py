@@ -36,16 +36,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="emoreel: %(levelname)s: %(message)s")
+    from ._cli import Terminated, quiet_opencv, stop_on_signals
+
+    if not args.verbose:
+        quiet_opencv()  # OpenCV's and libav's own warnings around our one-line errors
+    restore = stop_on_signals()  # SIGTERM/SIGHUP end like Ctrl-C: finished frames kept, temporary files removed
     try:
         return int(args.func(args) or 0)
     except EmoreelError as e:
         print(f"emoreel: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("emoreel: interrupted", file=sys.stderr)
-        return 130
+        return 128 + e.signum if isinstance(e, Terminated) else 130
     except BrokenPipeError:
         return 1
+    finally:
+        restore()
 
 
 if __name__ == "__main__":

@@ -43,9 +43,9 @@ class AnalyzeOptions:
     id_min_face: int = opt(60, "identity: smallest face (pixels) that is matched; small blurred faces match strangers")
     only_known: bool = opt(False, "skip emotion work for faces not matched to a known person")
     exact: bool = opt(False, "detect and classify every frame and mirror-average every face (the slower reference; without it emoreel skips work where the answers stay the same: docs/benchmarks.md, agreement)")
-    detect_every: int = opt(0, "run the detector at least on every Kth processed frame and move tracked faces in between; the fast default also detects at shot cuts and right after a face appears, is lost or scores weakly (0 = automatic: 5, or 1 with --exact)")
+    detect_every: int = opt(0, "run the detector at least on every Kth processed frame and move tracked faces in between; the fast default also detects at shot cuts and right after a face appears, is lost or scores weakly (0 = automatic: 2, or 1 with --exact)")
     classify_every: int = opt(0, "classify each tracked face at least every Nth processed frame and carry its probabilities in between; more often while its label is changing or near a tie (0 = the detection interval; ignored with --exact)")
-    tta_margin: float = opt(0.3, "with --tta: mirror-average only faces whose top-2 probability margin without the mirror is below this (1 = every face, as --exact)")
+    tta_margin: float = opt(1.0, "with --tta: mirror-average only faces whose top-2 probability margin without the mirror is below this (1 = every face, as --exact)")
     device: str = opt("auto", "where the detector and the emotion network run: auto (a CUDA GPU when onnxruntime-gpu finds one, else CPU), cpu or cuda (falls back to CPU with a warning)", choices=("auto", "cpu", "cuda"))
     threads: int = opt(2, "worker threads (decode, detect and classify overlap)")
 

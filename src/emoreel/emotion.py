@@ -213,8 +213,8 @@ class EmotionModel:
     ``threads`` sets onnxruntime's intra-op threads for this session only (0 = its default).
     """
 
-    def __init__(self, model_path: str | Path | None = None, threads: int = 1):
-        import onnxruntime as ort
+    def __init__(self, model_path: str | Path | None = None, threads: int = 1, providers: list[str] | None = None):
+        from .runtime import CPU, session_options, used_device
 
         self.path = resolve_model(model_path)
         if not self.path.is_file():
@@ -223,13 +223,14 @@ class EmotionModel:
         self.classes: tuple[str, ...] = tuple(self.card["classes"])
         self.spec = InputSpec.from_card(self.card)
         self.sha256 = sha256_file(self.path)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
+        import onnxruntime as ort
+
+        providers = providers or [CPU]  # runtime.providers_for(--device)
         try:
-            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(self.path), session_options(threads), providers=providers)
         except Exception as e:  # onnxruntime raises its own untyped errors
             raise ModelError(f"cannot load ONNX model {self.path}: {str(e).splitlines()[0]}") from None
+        self.device, self.device_warning = used_device(self.session, providers)
         self.input_name = self.session.get_inputs()[0].name
         self.logits = self.card.get("output", {}).get("kind", "logits") == "logits"
         self.temperature = float(self.card.get("output", {}).get("temperature", 1.0))  # calibration (card)

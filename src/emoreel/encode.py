@@ -201,6 +201,8 @@ class VideoWriter:
             cmd += inputs
             out_opts += ["-c:a", "aac", "-b:a", "160k"]
         cmd += out_opts
+        if sound is not None and spans:
+            cmd += ["-shortest"]  # fewer frames written than the spans promised (a source that ended): sound ends with them
         if w % 2 or h % 2:  # yuv420p needs even sides
             cmd += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"]
         cmd += ["-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p",

@@ -36,7 +36,7 @@ from .decode import DEFAULT_SWITCH_COST, decode_results
 from .draw import draw_frame, text_box, timecode
 from .emotion import DEFAULT_EYES, InputSpec, default_model_path, read_card
 from .errors import DataError, InputError, ModelError, OutputError
-from .results import Results
+from .results import Results, csv_safe
 from .types import EMOTIONS, Frame, Observation
 from .encode import SoundTrack, VideoWriter
 from .video import check_image_names, exact_fps, open_source, probe, read_frames
@@ -419,6 +419,26 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
+OUTPUT_MANIFEST = ".emoreel-files"  # what emoreel wrote into an extract folder: all that --force may remove
+
+
+def _foreign_files(folder: Path) -> list[str]:
+    """Files (and links, folders) in ``folder`` that its emoreel manifest does not list."""
+    try:
+        own = set((folder / OUTPUT_MANIFEST).read_text(encoding="utf-8").splitlines())
+    except (OSError, UnicodeDecodeError):
+        own = set()
+    own.add(OUTPUT_MANIFEST)
+    out = []
+    for f in sorted(folder.rglob("*")):
+        rel = f.relative_to(folder).as_posix()
+        if f.is_symlink() or (f.is_file() and rel not in own) or (not f.is_file() and not f.is_dir()):
+            out.append(rel)
+        elif f.is_dir() and not any(o.startswith(rel + "/") for o in own):
+            out.append(rel + "/")
+    return out
+
+
 class OutputDir:
     """Write into a hidden temporary folder beside ``path``, moved into place only on success.
 
@@ -436,6 +456,12 @@ class OutputDir:
             raise OutputError(f"output {self.path} exists and is not a folder")
         if self.path.exists() and any(self.path.iterdir()) and not force:
             raise OutputError(f"output folder {self.path} is not empty; use --force to replace it")
+        if self.path.exists() and force:
+            foreign = _foreign_files(self.path)
+            if foreign:
+                raise OutputError(f"output folder {self.path} holds files emoreel did not write ({foreign[0]}"
+                                  f"{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}); "
+                                  "--force only replaces emoreel's own output: choose another folder")  # fmt: skip
         self.tmp = self.path.with_name(f".{self.path.name}.partial")
         try:
             shutil.rmtree(self.tmp, ignore_errors=True)
@@ -451,6 +477,8 @@ class OutputDir:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
         try:
+            files = sorted(f.relative_to(self.tmp).as_posix() for f in self.tmp.rglob("*") if f.is_file())
+            (self.tmp / OUTPUT_MANIFEST).write_text("".join(f + "\n" for f in files), encoding="utf-8")
             if self.path.exists():
                 old = self.path.with_name(f".{self.path.name}.old")
                 shutil.rmtree(old, ignore_errors=True)
@@ -612,7 +640,7 @@ def write_crops(
                 path = crops_dir / crop_name(o, emotion, prob)
                 if not cv2.imwrite(str(path), img):
                     raise OutputError(f"cannot write {path}")
-                w.writerow([f"crops/{path.name}", i, o.frame, f"{o.time_s:.6f}", o.track_id, o.person, emotion,
+                w.writerow([f"crops/{path.name}", i, o.frame, f"{o.time_s:.6f}", o.track_id, csv_safe(o.person), emotion,
                             f"{prob:.4f}", f"{o.x:.1f}", f"{o.y:.1f}", f"{o.w:.1f}", f"{o.h:.1f}",
                             "" if math.isnan(o.sharpness) else f"{o.sharpness:.1f}"])  # fmt: skip
                 small = cv2.resize(img, (thumb, thumb), interpolation=cv2.INTER_AREA)
@@ -698,7 +726,7 @@ def write_segments(
             if clips_dir is not None:
                 clip_w = VideoWriter(clips_dir / clip_name(k, s, fps), fps, size, track, [(s.first, s.last)])
             rows.append([k, s.first, s.last, s.frames, f"{float(s.first / fps):.3f}", f"{float((s.last + 1) / fps):.3f}",
-                         " ".join(str(t) for t in sorted({r.track_id for r in s.runs})), s.who(), s.emotions(),
+                         " ".join(str(t) for t in sorted({r.track_id for r in s.runs})), csv_safe(s.who()), s.emotions(),
                          f"clips/{clip_w.path.name}" if clip_w else "", reel_n if reel_w else "",
                          ", ".join(s.on_screen)])  # fmt: skip
             try:
@@ -791,6 +819,11 @@ def annotate(res: Results, video: Path, out_path: Path, progress: ProgressFn | N
                 n += 1
                 if progress:
                     progress(n, total)
+            if n == 0:  # nothing to keep
+                raise DataError(f"{video} could not be decoded at all; nothing written")
+        if src.truncated:  # the file is kept (its sound ends with its last frame): say what is missing
+            raise DataError(f"{video} could not be decoded past frame {src.last_index} of {total}: {out_path} holds "
+                            f"only the {n} frames before it")  # fmt: skip
     return n
 
 

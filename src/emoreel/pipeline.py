@@ -29,6 +29,8 @@ from .detect import FaceDetector, ScaledDetector, create_detector
 from .emotion import EmotionModel
 from .errors import InputError, OutputError, VideoOpenFailure
 from .results import RECORDING, OutputLock, ResultsWriter, check_output_dir, prepare_output_dir, rewrite_persons
+from .runtime import CUDA, choose_default_model, providers_for
+from .schedule import DETECT_EVERY, WorkSchedule, predict_selective
 from .smooth import EmotionSmoother
 from .track import Tracker
 from .types import EYE_L, EYE_R, Faces, Frame, Observation
@@ -53,14 +55,18 @@ class Analyzer:
         model: EmotionModel | None = None,
         identifier=None,
     ):
-        self.options = o = options or AnalyzeOptions()
+        self.options = o = (options or AnalyzeOptions()).validate()
         self.per_image = False  # image folder/glob: each image its own moment (see use_source)
         self.source_name = ""  # the ``source`` column of video/camera rows
         self._own_detectors = detector is None
         self._video_link_gap: int | None = None
+        self.providers, warning = providers_for(o.device)  # --device: onnxruntime execution providers
         self.detector = detector or self.new_detector()
         self.extra_detectors: list[FaceDetector] = []  # one per extra detection worker
-        self.model = model or EmotionModel(o.model, threads=1)
+        self.model = model or EmotionModel(self._model_path(), threads=1, providers=self.providers)
+        warning = warning or getattr(self.detector, "device_warning", None) or getattr(self.model, "device_warning", None)
+        if warning:
+            log.warning(warning)  # one line: the GPU was asked for (or could be used) but runs on CPU
         if identifier is None and o.known_faces:
             from .identify import Embedder, Gallery, Identifier
 
@@ -77,8 +83,12 @@ class Analyzer:
         self.cut_frames: list[int] = []  # frames where a shot cut was found (run.json "cuts")
         self.processed = 0  # frames through process(), for detect_every
         self._sync_detector: FaceDetector | None = None
-        if o.detect_every < 1:
-            raise InputError("--detect-every must be at least 1")
+        if o.detect_every < 0:
+            raise InputError("--detect-every must be 0 (automatic) or more")
+        self.detect_interval = o.detect_every or (1 if o.exact else DETECT_EVERY)
+        # the fast default (schedule.py): adaptive detection, classification carried between frames
+        self.schedule = None if o.exact else WorkSchedule(self.detect_interval, o.classify_every, o.det_threshold,
+                                                              min_prob=o.min_prob)
         self.worker_detectors(max(1, o.threads))  # loaded now, not on the first frames
 
     def worker_detectors(self, n: int) -> list[FaceDetector]:
@@ -89,7 +99,16 @@ class Analyzer:
 
     def new_detector(self) -> FaceDetector:
         o = self.options
-        return create_detector(o.detector, threshold=o.det_threshold, max_side=self._max_side(), min_face=o.min_face)
+        extra = {"providers": self.providers} if o.detector == "centerface" else {}
+        return create_detector(o.detector, threshold=o.det_threshold, max_side=self._max_side(), min_face=o.min_face,
+                               **extra)  # fmt: skip
+
+    def _model_path(self):
+        """--model, or the shipped copy (int8 or float) that runs faster on this CPU; --exact: int8, as always."""
+        o = self.options
+        if o.model or o.exact or CUDA in self.providers:
+            return o.model
+        return choose_default_model()
 
     def _max_side(self) -> int:
         return self.options.image_max_side if self.per_image else self.options.det_max_side
@@ -119,7 +138,7 @@ class Analyzer:
 
     def is_keyframe(self, n: int) -> bool:
         """Whether the ``n``-th processed frame (from 0) runs the detector (every image does)."""
-        return self.per_image or n % self.options.detect_every == 0
+        return self.per_image or n % self.detect_interval == 0
 
     def prepare(self, frame: Frame, faces: Faces) -> Faces:
         """The stages that need no per-track state: frontal gate, alignment, blur gate, classification.
@@ -143,7 +162,33 @@ class Analyzer:
                 faces.accepted[i], faces.reasons[i] = False, BLURRY
             keep = np.flatnonzero(~blurry)
             if len(keep):
-                faces.probs[idx[keep]] = self.model.predict([crops[k] for k in keep], tta=o.tta)
+                faces.probs[idx[keep]] = self._predict([crops[k] for k in keep])
+
+    def _predict(self, crops: list[np.ndarray]) -> np.ndarray:
+        o = self.options
+        if self.schedule is None or self.per_image or not o.tta:
+            return self.model.predict(crops, tta=o.tta)
+        return predict_selective(self.model, crops, o.tta_margin)  # the mirror only where it may matter
+
+    @property
+    def _fast(self) -> bool:
+        """Whether this frame's work follows the fast schedule (not --exact, images or --only-known)."""
+        return self.schedule is not None and not self.per_image and not self.options.only_known
+
+    def _prepare_predicted(self, frame: Frame, faces: Faces, n: int) -> None:
+        """Fast schedule, faces moved from their tracks: classify the tracks that are due, carry the rest."""
+        o = self.options
+        frontal_gate(faces, min_face=o.min_face, max_yaw=o.max_yaw, max_roll=o.max_roll)
+        due = self.schedule.due(n, faces.track_ids)
+        self.schedule.carry(faces, np.flatnonzero(~due))
+        idx = np.flatnonzero(due)
+        if len(idx):
+            sub = faces[idx]
+            self._classify(frame, sub)
+            faces.probs[idx], faces.sharpness[idx], faces.accepted[idx] = sub.probs, sub.sharpness, sub.accepted
+            for j, i in enumerate(idx):
+                faces.reasons[i] = sub.reasons[j]
+            self.schedule.classified_faces(n, faces, idx)
 
     def process(self, frame: Frame, faces: Faces | None = None, prepared: bool = False) -> list[Observation]:
         """All stages after detection for one frame, in frame order.
@@ -158,18 +203,31 @@ class Analyzer:
         cut = self.per_image or self.cuts.is_cut(frame.image)
         if cut:  # an image is its own moment: no track continues into it
             self.tracker.reset()
+            if self.schedule is not None:
+                self.schedule.reset()
             if not self.per_image:
                 self.cut_frames.append(frame.index)
         predicted = faces is None and not self.is_keyframe(n) and not cut
+        if predicted and self._fast and self.schedule.wants_detection(n):  # settling after a change
+            predicted = False
+            self.schedule.counts["extra_detections"] += 1
         if faces is None:
             faces = self.tracker.predict_faces(frame.index) if predicted else self._detect_sync(frame)
             prepared = False
         if not prepared:
-            self.prepare(frame, faces)
+            if predicted and self._fast:
+                self._prepare_predicted(frame, faces, n)
+            else:
+                self.prepare(frame, faces)
         if not predicted:
             self.tracker.update(faces, frame.index)
+            if self._fast:
+                self.schedule.detected(n, faces, cut)
+                self.schedule.classified_faces(n, faces)
         for tid in self.tracker.ended():
             self.smoother.forget(tid)
+            if self.schedule is not None:
+                self.schedule.forget(tid)
         matches, distances = [""] * len(faces), np.full(len(faces), np.nan)
         if self.identifier is not None and len(faces):
             matches, distances = self.identifier.observe(frame.image, faces, frame.index)
@@ -180,7 +238,11 @@ class Analyzer:
                         faces.reasons[i] = UNKNOWN_PERSON
         if o.only_known:
             self._classify(frame, faces)
-        return self._observations(frame, faces, matches, distances)
+        obs = self._observations(frame, faces, matches, distances)
+        if self._fast:
+            for ob in obs:
+                self.schedule.labels(ob.track_id, ob.emotion, ob.emotion_smooth)
+        return obs
 
     def _detect_sync(self, frame: Frame) -> Faces:
         """Detect on the calling thread (its own detector when workers hold the main one)."""
@@ -304,7 +366,7 @@ def analyze(source: str | int | Path, **options) -> Iterator[Observation]:
 
 def _detector_meta(det: FaceDetector, width: int, height: int) -> dict:
     """The detector's name and, for the built-in backends, its settings and working size for this input."""
-    meta: dict = {"name": det.name}
+    meta: dict = {"name": det.name, "device": getattr(det, "device", "cpu")}
     if isinstance(det, ScaledDetector):
         scale = det.working_scale(width, height) if width and height else 1.0
         meta.update(threshold=det.threshold, max_side=det.max_side, min_face=det.min_face,
@@ -352,15 +414,25 @@ def analyze_to_dir(
     force: bool = False,
     progress: ProgressFn | None = None,
     analyzer: Analyzer | None = None,
+    resume: bool = False,
 ) -> RunSummary:
     """Analyze ``source`` into ``out_dir/results.csv`` + ``run.json``, frame by frame.
 
     Bad input is refused before anything is written; an interrupted run keeps
-    every finished frame and leaves ``complete: false`` in run.json.
+    every finished frame and leaves ``complete: false`` in run.json. ``resume``
+    continues such a run after its last finished frame (same options, model and
+    input, else :class:`InputError`; see :mod:`emoreel.stitch`).
     """
     o = (options or AnalyzeOptions()).validate()
-    check_output_dir(out_dir, force)  # before the models load
-    src = _open(source, o)
+    plan = None
+    if resume and not force:
+        from .stitch import plan_resume
+
+        plan = plan_resume(out_dir, o)  # None: nothing written yet, a fresh run
+        if plan is not None and plan.complete:
+            return plan.summary()
+    check_output_dir(out_dir, force or plan is not None)  # before the models load
+    src = _open(source, plan.source_options(o) if plan else o)
     own = analyzer is None
     lock = None
     try:
@@ -370,7 +442,7 @@ def analyze_to_dir(
             raise InputError(f"--start {o.start:g} is beyond the end of {src.info.path} "
                              f"({src.info.duration_s:.3f} s); nothing to analyze")  # fmt: skip
         analyzer = analyzer or Analyzer(o)  # bad options and models fail before anything is written
-        out = prepare_output_dir(out_dir, force)
+        out = prepare_output_dir(out_dir, force or plan is not None)
         lock = OutputLock(out)  # a second run into this folder is refused, not interleaved
         info = src.info
         analyzer.use_source(src)  # before the detector's settings are recorded
@@ -387,20 +459,27 @@ def analyze_to_dir(
             "params": o.to_dict(),
             "detector": _detector_meta(analyzer.detector, info.width, info.height),
             "model": {"name": analyzer.model.name, "path": str(analyzer.model.path), "sha256": analyzer.model.sha256,
+                      "device": getattr(analyzer.model, "device", "cpu"),
                       "classes": list(analyzer.model.classes)},
             "expected_frames": src.expected_frames(),
             "known_people": analyzer.identifier.gallery.people if analyzer.identifier is not None else [],
             "cuts": analyzer.cut_frames,  # the analyzer's own list: every run.json write has the cuts found so far
+            "schedule": analyzer.schedule.counts if analyzer.schedule is not None else None,  # live, like "cuts"
         }  # fmt: skip
         t0 = time.perf_counter()
         faces = accepted = 0
         tracks: set[int] = set()
+        if plan is not None:  # check options/model/input, keep the finished rows, seed tracker and smoother
+            plan.apply(analyzer, o, meta)
+            faces, accepted, tracks = plan.counts()
         last_meta = t0
-        total = src.expected_frames()
+        total = meta["expected_frames"]
         complete = False
-        with ResultsWriter(out, meta) as writer:
+        with ResultsWriter(out, meta, resume=plan.written() if plan else None) as writer:
             try:
                 for frame, obs in iter_frames(analyzer, src):
+                    if plan is not None and frame.index < plan.resume_frame:
+                        continue  # the overlap: re-analysed to rebuild the tracks, already written
                     try:
                         writer.write_frame(obs)
                     except OutputError as e:

@@ -397,14 +397,14 @@ def _summary(res: Results, clock: _Clock, ents: list[Entity], video_href: str, e
     link = f' <a href="{video_href}">open</a> {_link_note(video_href)}' if video_href else ""
     if inp.get("kind") == "images":
         skipped = len(meta.get("skipped_images") or [])
-        source = ("images", f"{inp.get('frame_count', '?')} images" + (f", {skipped} unreadable skipped" if skipped else ""))
+        source = ("images", f"{esc(str(inp.get('frame_count', '?')))} images" + (f", {skipped} unreadable skipped" if skipped else ""))
     else:
-        source = ("video", f"{inp.get('width', '?')}&times;{inp.get('height', '?')}, {clock.fps:.3f} fps, "
+        source = ("video", f"{esc(str(inp.get('width', '?')))}&times;{esc(str(inp.get('height', '?')))}, {clock.fps:.3f} fps, "
                            f"{tc(clock.duration)} ({clock.total_frames} frames)")  # fmt: skip
     rows = [
         ("input", f"{esc(path)}{link}"),
         source,
-        ("processed", f"{meta.get('frames_processed', '?')} frames (every {clock.step}{rng}), "
+        ("processed", f"{esc(str(_frames_processed(res)))} frames (every {clock.step}{esc(rng)}), "
                       f"{len(res)} faces, {n_acc} frontal, {n_tracks} tracks"),
         ("people", esc(", ".join(persons)) if persons else "not identified (cards are per track)"),
         ("detector", esc(str(det.get("name") or params.get("detector") or "?"))),
@@ -415,6 +415,13 @@ def _summary(res: Results, clock: _Clock, ents: list[Entity], video_href: str, e
         *extra,
     ]  # fmt: skip
     return '<table class="summary">' + "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in rows) + "</table>"
+
+
+def _frames_processed(res: Results):
+    """Frames processed: run.json's count is refreshed every few seconds, so after a crash the rows know better."""
+    seen = len(np.unique(res.cols["frame"])) if len(res) else 0
+    n = res.meta.get("frames_processed")
+    return max(int(n), seen) if isinstance(n, (int, float)) and not isinstance(n, bool) else (seen or "?")
 
 
 def _legend() -> str:

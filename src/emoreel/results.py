@@ -184,12 +184,21 @@ class ResultsWriter:
     Use as a context manager; :meth:`close` with ``complete=True`` marks the run finished.
     """
 
-    def __init__(self, out_dir: str | Path, meta: dict):
+    def __init__(self, out_dir: str | Path, meta: dict, resume: tuple[int, int] | None = None):
         self.dir = Path(out_dir)
         self.meta = {"schema": SCHEMA, **meta, "started": now_iso(), "finished": None, "complete": False}
         self.rows = 0
         self.frames = 0
         self.path = self.dir / RESULTS_CSV
+        if resume is not None:  # analyze --resume: append after the kept rows; ``resume`` = (frames, rows) kept
+            self.frames, self.rows = resume
+            try:
+                self._fh = open(self.path, "ab", buffering=0)
+                self._good = self._fh.seek(0, os.SEEK_END)
+                self.write_meta()
+            except OSError as e:
+                raise write_error(self.path, e) from None
+            return
         # the header goes to a temporary file and run.json (complete: false) is written before it replaces
         # results.csv: a write that fails here (disk full, read-only) leaves the folder as it was
         tmp = self.dir / f".{RESULTS_CSV}.tmp"
@@ -333,6 +342,16 @@ class Results:
 
     def track_ids(self) -> list[int]:
         return sorted({int(t) for t in self.cols["track_id"] if t >= 0})
+
+
+def warn_incomplete(res: Results) -> None:
+    """Log a warning when ``res`` is from a run that did not finish (interrupted, failed or still running)."""
+    if not res.meta.get("complete"):
+        import logging
+
+        n = len(np.unique(res.cols["frame"])) if len(res) else 0
+        logging.getLogger("emoreel.results").warning(
+            "%s is incomplete (the run was interrupted, failed or is still running): %d frames with faces", res.dir, n)
 
 
 def load_results(results_dir: str | Path) -> Results:

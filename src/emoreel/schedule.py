@@ -14,7 +14,8 @@ number of threads):
 * **classification**: every face of a detected frame; on the frames between,
   a track is classified again only when it is due (``classify_every`` frames since
   its last classification), while its raw label differs from its smoothed one (the
-  label is changing), or while its top-2 probability margin is under
+  label is changing), or while its top-2 probability margin or the distance of its
+  top probability from ``min_prob`` (where the smoothed label abstains) is under
   ``near_margin``; otherwise its last probabilities (and blur measure) are carried.
 * **mirror averaging**: see :func:`predict_selective`: the mirror is run only for
   faces whose un-mirrored top-2 margin is under ``tta_margin``.
@@ -32,8 +33,8 @@ import numpy as np
 
 from .types import Faces
 
-DETECT_EVERY = 5  # the default detection interval of the fast mode (0 = automatic)
-SETTLE = 2  # frames detected after a new face, a lost track or a weak detection
+DETECT_EVERY = 2  # the default detection interval of the fast mode (docs/benchmarks.md: agreement)
+SETTLE = 1  # frames detected after a new face, a lost track or a weak detection
 WEAK_MARGIN = 0.1  # a detection scoring under threshold + this counts as weak
 NEAR_MARGIN = 0.2  # top-2 probability margin under which a track is classified every frame
 
@@ -81,17 +82,20 @@ class WorkSchedule:
     """Per-video state of the fast mode: when to detect, and which tracks to classify again."""
 
     def __init__(self, detect_every: int = DETECT_EVERY, classify_every: int = 0, det_threshold: float = 0.5,
-                 settle: int = SETTLE, weak_margin: float = WEAK_MARGIN, near_margin: float = NEAR_MARGIN):
+                 settle: int = SETTLE, weak_margin: float = WEAK_MARGIN, near_margin: float = NEAR_MARGIN,
+                 min_prob: float = 0.5):
         if detect_every < 1:
             raise ValueError(f"detect_every must be at least 1 (got {detect_every})")
         self.detect_every = int(detect_every)
         self.classify_every = int(classify_every) or self.detect_every
         self.weak = float(det_threshold) + weak_margin
         self.settle, self.near_margin = int(settle), float(near_margin)
+        self.min_prob = float(min_prob)  # the smoother abstains under it: a top probability near it is a near decision
         self._dense_until = -1  # detect every processed frame up to and including this one
         self._last_ids: set[int] = set()  # tracks of the latest detected frame
         self._tracks: dict[int, _TrackState] = {}
-        self.detections = self.extra_detections = self.classified = self.carried = 0  # counters (run.json)
+        self.counts = {"detect_every": self.detect_every, "classify_every": self.classify_every, "detections": 0,
+                       "extra_detections": 0, "classified_faces": 0, "carried_faces": 0}  # run.json "schedule"
 
     def is_keyframe(self, n: int) -> bool:
         """Periodic keyframes, known ahead (worker threads detect them)."""
@@ -103,7 +107,7 @@ class WorkSchedule:
 
     def detected(self, n: int, faces: Faces, cut: bool) -> None:
         """After tracking a detected frame: settle (detect densely) when faces came, went or are weak."""
-        self.detections += 1
+        self.counts["detections"] += 1
         ids = {int(t) for t in faces.track_ids}
         changed = bool(ids ^ self._last_ids) or bool(len(faces) and float(faces.scores.min()) < self.weak)
         if changed or cut:
@@ -117,8 +121,9 @@ class WorkSchedule:
             st = self._tracks.get(int(tid))
             if st is None or st.changing or n - st.frame >= self.classify_every:
                 continue
-            m = top2_margin(st.probs)
-            out[i] = not (m >= self.near_margin)  # NaN (not classified): due
+            top = float(np.max(st.probs)) if np.isfinite(st.probs).all() else np.nan
+            sure = top2_margin(st.probs) >= self.near_margin and abs(top - self.min_prob) >= self.near_margin
+            out[i] = not sure  # NaN (not classified): due
         return out
 
     def carry(self, faces: Faces, idx: np.ndarray) -> None:
@@ -131,7 +136,7 @@ class WorkSchedule:
             faces.sharpness[i] = st.sharpness
             if st.reason:
                 faces.accepted[i], faces.reasons[i] = False, st.reason
-            self.carried += 1
+            self.counts["carried_faces"] += 1
 
     def classified_faces(self, n: int, faces: Faces, idx: np.ndarray | None = None) -> None:
         """Remember the classification of faces ``idx`` (all when None) done on processed frame ``n``."""
@@ -142,7 +147,7 @@ class WorkSchedule:
             old = self._tracks.get(tid)
             self._tracks[tid] = _TrackState(n, faces.probs[i].copy(), float(faces.sharpness[i]), faces.reasons[i],
                                             old.changing if old else True)  # fmt: skip
-            self.classified += 1
+            self.counts["classified_faces"] += 1
 
     def labels(self, track_id: int, raw: str, smooth: str) -> None:
         """The frame's raw and smoothed labels of a track (a changing label is classified every frame)."""
@@ -158,8 +163,3 @@ class WorkSchedule:
         """At a shot cut: no track continues."""
         self._tracks.clear()
         self._last_ids = set()
-
-    def stats(self) -> dict:
-        return {"detect_every": self.detect_every, "classify_every": self.classify_every,
-                "detections": self.detections, "extra_detections": self.extra_detections,
-                "classified_faces": self.classified, "carried_faces": self.carried}  # fmt: skip

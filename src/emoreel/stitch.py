@@ -44,6 +44,17 @@ RESULT_NEUTRAL_PARAMS = ("threads",)
 _WARM_ID = 1_000_000_000  # warm-up track ids are offset so they never meet a written id
 
 
+def detect_interval(o: AnalyzeOptions) -> int:
+    """The detector's keyframe interval ``analyze`` uses with ``o`` (part starts stay on its keyframes)."""
+    if o.detect_every:
+        return int(o.detect_every)
+    if getattr(o, "exact", True):
+        return 1
+    from .schedule import DETECT_EVERY
+
+    return DETECT_EVERY
+
+
 def differing_params(a: dict, b: dict) -> list[str]:
     """Names of the analysis options whose values differ between two run.json ``params``."""
     keys = (set(a) | set(b)) - set(RESULT_NEUTRAL_PARAMS)
@@ -157,8 +168,12 @@ class SeamTracker:
     def _seal(self) -> None:
         if self.map is None:
             self.map = match_ids(self.votes)
+            for t in sorted(int(tr.id) for tr in getattr(self.inner, "tracks", [])):
+                if t not in self.map:  # tracks alive at the seam that were not written: new ids, in birth order
+                    self.map[t] = self.next_id
+                    self.next_id += 1
             if self.on_seam is not None:
-                self.on_seam()
+                self.on_seam({t + _WARM_ID: g for t, g in self.map.items()})
 
     def update(self, faces, frame_index: int) -> np.ndarray:
         local = self.inner.update(faces, frame_index)
@@ -201,12 +216,38 @@ class ResumePlan:
     complete: bool = False
     cuts: list[int] = field(default_factory=list)
 
-    def source_options(self, o: AnalyzeOptions, fps: Fraction) -> AnalyzeOptions:
+    @property
+    def fps(self) -> Fraction:
+        return Fraction(str((self.meta.get("input") or {}).get("fps_fraction") or "0"))
+
+    def source_options(self, o: AnalyzeOptions) -> AnalyzeOptions:
         """``o`` with the source starting at the overlap and counting only the frames left."""
         left = None
         if o.max_frames:
             left = max(1, o.max_frames - self.frames_done + self.overlap(o))
-        return replace(o, start=float(Fraction(self.warm_start) / fps) if self.warm_start else o.start, max_frames=left)
+        start = float(Fraction(self.warm_start) / self.fps) if self.warm_start and self.fps else o.start
+        return replace(o, start=start, max_frames=left)
+
+    def written(self) -> tuple[int, int]:
+        """(frames, rows) already in results.csv."""
+        return self.frames_done, len(self.rows)
+
+    def summary(self):
+        """The :class:`~emoreel.pipeline.RunSummary` of a run that was already complete."""
+        from .pipeline import RunSummary
+
+        faces, acc, tracks = self.counts()
+        return RunSummary(self.out, self.frames_done, faces, acc, len(tracks), 0.0, True)
+
+    def apply(self, analyzer, o: AnalyzeOptions, meta: dict) -> None:
+        """Check that ``meta`` (the new run's) matches, rewrite results.csv with the kept rows, seed ``analyzer``."""
+        self.check(meta)
+        write_rows(self.out / RESULTS_CSV, self.header, self.rows)
+        self.install(analyzer, o)
+        meta["expected_frames"] = self.meta.get("expected_frames")
+        meta["resumed"] = [*(self.meta.get("resumed") or []), {"frame": self.resume_frame, "at": now_iso(),
+                                                               "overlap_from": self.warm_start}]
+        meta["first_started"] = self.meta.get("first_started") or self.meta.get("started")
 
     def overlap(self, o: AnalyzeOptions) -> int:
         return (self.resume_frame - self.warm_start) // max(1, o.every)
@@ -238,8 +279,12 @@ class ResumePlan:
         smoother = _smoother(o, analyzer.model.classes)
         replay(self.rows, ix, smoother)
 
-        def seam():
+        def seam(ids: dict[int, int]):
             analyzer.smoother = smoother
+            sched = getattr(analyzer, "schedule", None)
+            if sched is not None:  # the fast mode's per-track state follows its tracks onto the written ids
+                sched._tracks = {ids[t]: st for t, st in sched._tracks.items() if t in ids}
+                sched._last_ids = {ids[t] for t in sched._last_ids if t in ids}
 
         analyzer.tracker = SeamTracker(analyzer.tracker, written, self.resume_frame, max(ids, default=0) + 1, seam)
         analyzer.cut_frames[:] = [c for c in self.cuts if c <= self.warm_start]
@@ -285,7 +330,7 @@ def plan_resume(out_dir: str | Path, o: AnalyzeOptions) -> ResumePlan | None:
         return None
     rows = [r for r in rows if int(r[ix["frame"]]) < resume]
     done = max(0, -(-(resume - first) // every))
-    de = max(1, o.detect_every)
+    de = detect_interval(o)
     warm_proc = max(0, (done - OVERLAP_FRAMES) // de * de)  # keeps detect_every's keyframes where they were
     plan = ResumePlan(out, meta, header, rows, resume, first + warm_proc * every, done, cuts=list(meta.get("cuts") or []))
     return plan
@@ -333,7 +378,7 @@ def part_ranges(frame_count: int, fps: Fraction, o: AnalyzeOptions, split: int |
     """
     if o.max_frames:
         raise InputError("--split / --chunk-minutes cannot be combined with --max-frames (use --end)")
-    every, de = max(1, o.every), max(1, o.detect_every)
+    every, de = max(1, o.every), detect_interval(o)
     first = int(round(o.start * fps)) if o.start else 0
     stop = frame_count
     if o.end is not None:
@@ -347,14 +392,11 @@ def part_ranges(frame_count: int, fps: Fraction, o: AnalyzeOptions, split: int |
     min_len = 3 * OVERLAP_FRAMES
     split = max(1, min(split, total // min_len))
     starts = sorted({(round(k * total / split) // de) * de for k in range(split)})
+    warm_max = -(-OVERLAP_FRAMES // de) * de  # processed frames re-read, a multiple of detect_every
     parts = []
     for k, p in enumerate(starts):
-        own_start = first + p * every
-        read_start = first + max(0, p - OVERLAP_FRAMES // de * de if p else 0) * every if p else own_start
         own_end = first + starts[k + 1] * every if k + 1 < len(starts) else None
-        parts.append(Part(k, read_start if p else (first if o.start else 0), own_start, own_end))
-    if parts:
-        parts[0].read_start = first
+        parts.append(Part(k, first + (p - min(p, warm_max)) * every, first + p * every, own_end))
     return parts
 
 
@@ -468,3 +510,44 @@ def merge_parts(parts: list[Part], part_dirs: list[Path], out_dir: Path, o: Anal
     meta.pop("last_frame", None)
     atomic_write_text(out_dir / RUN_JSON, json.dumps(meta, indent=2, default=str) + "\n")
     return meta
+
+
+def agreement(a_dir: str | Path, b_dir: str | Path) -> dict:
+    """How close results folder ``b`` is to ``a`` (e.g. a split run to a sequential one).
+
+    Rows are paired per frame by box IoU (>= :data:`MIN_IOU`). ``rows``: share of ``a``'s rows
+    with a partner; ``emotion_smooth``/``emotion``: share of paired rows with the same label;
+    ``track``: share of paired rows whose track id is the one ``b`` consistently uses for
+    ``a``'s track (ids matched one to one, by most shared rows).
+    """
+    ha, ra = read_rows(Path(a_dir) / RESULTS_CSV)
+    hb, rb = read_rows(Path(b_dir) / RESULTS_CSV)
+    ia, ib = {c: i for i, c in enumerate(ha)}, {c: i for i, c in enumerate(hb)}
+    fa, fb = defaultdict(list), defaultdict(list)
+    for r in ra:
+        fa[int(r[ia["frame"]])].append(r)
+    for r in rb:
+        fb[int(r[ib["frame"]])].append(r)
+    pairs = []
+    for f, rows_a in fa.items():
+        rows_b = fb.get(f, [])
+        if not rows_b:
+            continue
+        iou = iou_matrix(np.array([_box(r, ia) for r in rows_a]), np.array([_box(r, ib) for r in rows_b]))
+        for i, j in linear_assignment(1 - iou):
+            if iou[i, j] >= MIN_IOU:
+                pairs.append((rows_a[i], rows_b[j]))
+    votes: dict[int, dict[int, int]] = {}
+    for x, y in pairs:
+        d = votes.setdefault(int(x[ia["track_id"]]), {})
+        d[int(y[ib["track_id"]])] = d.get(int(y[ib["track_id"]]), 0) + 1
+    ids = match_ids(votes)
+    n = max(1, len(pairs))
+    return {
+        "rows_a": len(ra), "rows_b": len(rb), "paired": len(pairs),
+        "rows": len(pairs) / max(1, len(ra)),
+        "emotion_smooth": sum(x[ia["emotion_smooth"]] == y[ib["emotion_smooth"]] for x, y in pairs) / n,
+        "emotion": sum(x[ia["emotion"]] == y[ib["emotion"]] for x, y in pairs) / n,
+        "track": sum(ids.get(int(x[ia["track_id"]])) == int(y[ib["track_id"]]) for x, y in pairs) / n,
+        "same_track_ids": sum(int(x[ia["track_id"]]) == int(y[ib["track_id"]]) for x, y in pairs) / n,
+    }  # fmt: skip

@@ -27,6 +27,96 @@ from .types import Frame, VideoInfo
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+MAX_IMAGE_PIXELS = 150_000_000  # larger photos (a 20000x20000 PNG needs 1.2 GB decoded) are skipped, not read
+MAX_CAMERA = 1023
+RESYNC_STEPS_S = (0.5, 1.0, 2.0, 4.0, 8.0)  # after a read error: seek this far past the last good frame, in turn
+
+
+def _encodable(path: str) -> bool:
+    """Whether OpenCV can be given ``path`` (a name with bytes that are not UTF-8 crashes it)."""
+    try:
+        path.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def image_size(path: str) -> tuple[int, int] | None:
+    """(width, height) from an image file's header (PNG, JPEG, BMP, WebP, GIF) without decoding it; None if unknown."""
+    import struct
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(32)
+            if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+                return struct.unpack(">II", head[16:24])
+            if head[:2] == b"BM" and len(head) >= 26:
+                w, h = struct.unpack("<ii", head[18:26])
+                return abs(w), abs(h)
+            if head[:6] in (b"GIF87a", b"GIF89a"):
+                return struct.unpack("<HH", head[6:10])
+            if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+                fh.seek(12)
+                chunk = fh.read(30)
+                if chunk[:4] == b"VP8X":
+                    return 1 + int.from_bytes(chunk[12:15], "little"), 1 + int.from_bytes(chunk[15:18], "little")
+                if chunk[:4] == b"VP8L":
+                    b = int.from_bytes(chunk[9:13], "little")
+                    return 1 + (b & 0x3FFF), 1 + ((b >> 14) & 0x3FFF)
+                if chunk[:4] == b"VP8 ":
+                    w, h = struct.unpack("<HH", chunk[14:18])
+                    return w & 0x3FFF, h & 0x3FFF
+                return None
+            if head[:2] == b"\xff\xd8":  # JPEG: walk the markers to the frame header
+                fh.seek(2)
+                while True:
+                    m = fh.read(2)
+                    while len(m) == 2 and m[0] == 0xFF and m[1] == 0xFF:
+                        m = m[1:] + fh.read(1)
+                    if len(m) < 2 or m[0] != 0xFF:
+                        return None
+                    if m[1] in (0xD8, 0x01) or 0xD0 <= m[1] <= 0xD7:
+                        continue
+                    n = int.from_bytes(fh.read(2), "big")
+                    if 0xC0 <= m[1] <= 0xCF and m[1] not in (0xC4, 0xC8, 0xCC):
+                        h, w = struct.unpack(">xHH", fh.read(5))
+                        return w, h
+                    if n < 2:
+                        return None
+                    fh.seek(n - 2, os.SEEK_CUR)
+    except (OSError, struct.error):
+        return None
+    return None
+
+
+class ImageTooLarge(InputError):
+    """An image above :data:`MAX_IMAGE_PIXELS`."""
+
+
+def imread(path: str) -> np.ndarray | None:
+    """A BGR image, None if unreadable; :class:`ImageTooLarge` (naming the file) above :data:`MAX_IMAGE_PIXELS`."""
+    size = image_size(path)
+    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise ImageTooLarge(f"{path} is {size[0]}x{size[1]} pixels, more than emoreel reads "
+                            f"({MAX_IMAGE_PIXELS // 1_000_000} megapixels); skipped")  # fmt: skip
+    try:
+        data = np.fromfile(path, np.uint8)  # any file name, also one that is not UTF-8
+    except OSError:
+        return None
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if img is not None and img.shape[0] * img.shape[1] > MAX_IMAGE_PIXELS:
+        raise ImageTooLarge(f"{path} is {img.shape[1]}x{img.shape[0]} pixels, more than emoreel reads; skipped")
+    return img
+
+
+def _declared_count(path: str) -> bool:
+    """Whether the container stores its frame count (MP4/MOV, AVI); Matroska/WebM and streams only estimate it."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+    except OSError:
+        return False
+    return head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip") or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
 
 
 def exact_fps(fps: float) -> Fraction:
@@ -53,6 +143,10 @@ def _list_images(source: str) -> list[str] | None:
         files = [f for f in _glob.glob(source) if Path(f).suffix.lower() in IMAGE_SUFFIXES]
     else:
         return None
+    bad = [f for f in files if not _encodable(f)]
+    if bad:  # names that are not UTF-8 cannot go into results.csv: left out, the same way every time
+        log.warning("%d image(s) with names that are not UTF-8 are left out, e.g. %r", len(bad), bad[0])
+        files = [f for f in files if _encodable(f)]
     return sorted(files, key=_natural_key)
 
 
@@ -113,6 +207,9 @@ class VideoSource:
         self.last_index = -1
         self.bad_images = 0
         self.skipped_images: list[str] = []  # names of unreadable images, in order
+        self.gaps: list[list[int]] = []  # [first, last] source frames lost to damage and skipped over
+        self.declared_count = False  # the container stores its frame count (else it is an estimate)
+        self.ended_early = False  # a stream with an estimated count ended cleanly before it
         self._root = Path(".")
         self.name = ""  # what the ``source`` column of video/camera rows says
         self._thread: threading.Thread | None = None
@@ -127,6 +224,8 @@ class VideoSource:
 
     # -- opening -------------------------------------------------------------------------
     def _open_camera(self, n: int) -> None:
+        if not 0 <= n <= MAX_CAMERA:
+            raise InputError(f"--camera must be between 0 and {MAX_CAMERA} (got {n})")
         cap = cv2.VideoCapture(n)
         ok, img = cap.read() if cap.isOpened() else (False, None)
         if not ok or img is None:
@@ -151,6 +250,8 @@ class VideoSource:
             raise InputError(f"{source} is a folder with no images")
         if not os.access(p, os.R_OK):
             raise InputError(f"cannot read {source}: permission denied")
+        if not _encodable(str(p)):
+            raise InputError(f"cannot open {source!r}: its name is not valid UTF-8 (rename the file)")
         cap = cv2.VideoCapture(str(p))
         if not cap.isOpened():
             raise VideoOpenFailure(f"cannot open {source} as video (not a video, or corrupt/truncated)")
@@ -162,6 +263,7 @@ class VideoSource:
             raise VideoOpenFailure(f"cannot open {source} as video (no video stream)")
         self._cap, self._first = cap, None
         self.name = p.name
+        self.declared_count = _declared_count(str(p))
         self.info = VideoInfo(str(p), "video", w, h, fps, n)
 
     @property
@@ -173,12 +275,19 @@ class VideoSource:
         """An image source over ``images`` (in this order); names are relative to ``root``."""
         if not images:
             raise InputError("no images given")
-        first = cv2.imread(images[0])
-        if first is None:
-            raise InputError(f"cannot read image {images[0]}")
+        first = size = None
+        for f in images:  # the first image that can be read sets the nominal size
+            size = image_size(f)
+            if size is not None and size[0] * size[1] <= MAX_IMAGE_PIXELS:
+                break
+        if size is None or size[0] * size[1] > MAX_IMAGE_PIXELS:
+            first = imread(images[0])
+            if first is None:
+                raise InputError(f"cannot read image {images[0]}")
+            size = (first.shape[1], first.shape[0])
         self._images = images
         self._root = Path(root) if root is not None else Path(os.path.commonpath([str(Path(f).parent) for f in images]))
-        self.info = VideoInfo(label or str(self._root), "images", first.shape[1], first.shape[0],
+        self.info = VideoInfo(label or str(self._root), "images", int(size[0]), int(size[1]),
                               exact_fps(image_fps), len(images))  # fmt: skip
 
     @property
@@ -225,12 +334,27 @@ class VideoSource:
     def _time(self, index: int) -> float:
         return float(index / self.info.fps) if self.info.fps else float(index)
 
+    def stream_meta(self) -> dict:
+        """run.json entries about how the video read: frames lost to damage (``gaps``), an early clean end."""
+        meta: dict = {}
+        if self.gaps:
+            meta["gaps"] = [list(g) for g in self.gaps]
+        if self.ended_early:
+            meta["frames_in_stream"] = self.last_index + 1
+        return meta
+
     def _produce(self) -> Iterator[Frame]:
         first, stop, yielded = self.first_index, self.stop_index, 0
         if self._images is not None:
             for i in range(first, len(self._images) if stop is None else min(stop, len(self._images)), self.every):
-                img = cv2.imread(self._images[i])
                 name = _relative_name(self._images[i], self._root)
+                try:
+                    img = imread(self._images[i])
+                except ImageTooLarge as e:
+                    self.bad_images += 1
+                    self.skipped_images.append(name)
+                    log.warning("%s", e)
+                    continue
                 if img is None:
                     self.bad_images += 1
                     self.skipped_images.append(name)
@@ -243,6 +367,8 @@ class VideoSource:
             return
         cap, rec = self._cap, self._recorder
         index = 0
+        last_img = None
+        self._last_t = -1.0
         if self._first is not None:  # camera: the probe frame is frame 0
             if rec:
                 rec.write(self._first)
@@ -259,23 +385,71 @@ class VideoSource:
             keep = (index - first) % self.every == 0 and index >= first
             ok = cap.grab()
             if not ok:
-                break
+                resumed = self._resync(cap, index, stop) if self.info.kind == "video" else None
+                if resumed is None:
+                    break
+                if rec:  # the recording keeps one file frame per source frame: the gap repeats the last frame
+                    for _ in range(resumed - index):
+                        rec.write(last_img if last_img is not None else np.zeros((self.info.height, self.info.width, 3), np.uint8))
+                log.warning("%s: frames %d-%d could not be decoded; skipped", self.info.path, index, resumed - 1)
+                self.gaps.append([index, resumed - 1])
+                index = resumed
+                continue
             if keep or rec:
                 ok, img = cap.retrieve()
-                if not ok or img is None:
-                    break
+                if not ok or img is None:  # a frame that does not decode: skip it, keep reading
+                    self.gaps.append([index, index])
+                    index += 1
+                    continue
+                last_img = img
                 if rec:
                     rec.write(img)
                 if keep:
-                    yield Frame(index, self._time(index), img, self.name)
+                    yield Frame(index, self._pts(cap, index), img, self.name)
                     yielded += 1
             index += 1
         if self.info.kind == "video" and self.info.frame_count and not self._stop.is_set():
             expected_end = stop if stop is not None else self.info.frame_count
             # containers often over-declare by a frame or two; more than that is a damaged file
             if index < expected_end - 2:
-                self.truncated = True
                 self.last_index = index - 1
+                if self.declared_count:
+                    self.truncated = True
+                else:  # Matroska/WebM estimate the count from the duration: a clean early end is the end
+                    self.ended_early = True
+
+    def _pts(self, cap, index: int) -> float:
+        """When the frame just read plays: the decoder's presentation time (right for variable frame rates),
+        ``index / fps`` where the file has none (cameras, streams without timestamps)."""
+        t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0 if self.info.kind == "video" else float("nan")
+        if not np.isfinite(t) or t < 0 or (index > 0 and t <= self._last_t):
+            t = self._time(index)
+        self._last_t = t
+        return t
+
+    def _resync(self, cap, index: int, stop: int | None) -> int | None:
+        """After a read error before the declared end, seek past the damage; the index of the next frame
+        that decodes (it is then the current frame), or None when nothing further reads."""
+        end = stop if stop is not None else self.info.frame_count
+        if not self.declared_count or not end or index >= end - 2 or not self.info.fps:
+            return None
+        base = max(self._last_t, self._time(index - 1))
+        for step in RESYNC_STEPS_S:
+            if self._stop.is_set():
+                return None
+            if not cap.set(cv2.CAP_PROP_POS_MSEC, (base + step) * 1000.0) or not cap.grab():
+                continue
+            t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+            resumed = int(round(t * float(self.info.fps)))
+            if resumed > index:
+                # the grabbed frame is frame ``resumed``: hand it back through a one-frame replay
+                return self._replay(cap, resumed)
+        return None
+
+    def _replay(self, cap, resumed: int) -> int:
+        """Step back one frame so the loop's next grab returns frame ``resumed``."""
+        cap.set(cv2.CAP_PROP_POS_FRAMES, resumed)
+        return resumed
 
     def __iter__(self) -> Iterator[Frame]:
         q: queue.Queue = queue.Queue(maxsize=self._queue_size)
@@ -387,28 +561,42 @@ def read_frames(path: str | Path, indices: Iterable[int]) -> Iterator[Frame]:
     if src._images is not None:
         try:
             for i in wanted:
-                img = cv2.imread(src._images[i]) if i < len(src._images) else None
+                try:
+                    img = imread(src._images[i]) if i < len(src._images) else None
+                except ImageTooLarge:
+                    img = None
                 if img is not None:
                     yield Frame(i, src._time(i), img, _relative_name(src._images[i], src._root))
         finally:
             src.close()
         return
+    def grab(pos: int) -> int | None:
+        """Grab frame ``pos`` (or the next one that decodes past damage); the index grabbed, None at the end."""
+        if cap.grab():
+            return pos
+        resumed = src._resync(cap, pos, None)
+        return resumed if resumed is not None and cap.grab() else None
+
     try:
         pos = 0
+        src._last_t = -1.0
         seek_gap = max(int(fps * 5), 150) if fps else 150
         for i in wanted:
             if i - pos > seek_gap:
                 cap.set(cv2.CAP_PROP_POS_FRAMES, i)
                 pos = int(cap.get(cv2.CAP_PROP_POS_FRAMES))
-            while pos < i:
-                if not cap.grab():
+            got = None
+            while got is None or got < i:
+                got = grab(pos)
+                if got is None:
                     return
-                pos += 1
-            ok, img = cap.read()
+                pos = got + 1
+            if got > i:  # frame i was lost to damage (analyze skipped it too)
+                continue
+            ok, img = cap.retrieve()
             if not ok:
-                return
-            pos += 1
-            yield Frame(i, src._time(i), img, src.name)
+                continue
+            yield Frame(i, src._pts(cap, i), img, src.name)
     finally:
         src.close()
 

@@ -51,6 +51,8 @@ def register(sub) -> None:
     p.add_argument("--camera", type=int, metavar="N", help="read webcam N instead of INPUT")
     p.add_argument("--example", action="store_true", help="analyze the built-in example video (written to OUT_DIR)")
     p.add_argument("--force", action="store_true", help="overwrite existing results in OUT_DIR")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in OUT_DIR after its last finished frame (same options and model)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line and no summary")
     add_option_arguments(p)
     p.set_defaults(func=run)
@@ -79,7 +81,10 @@ def run(args) -> int:
     chosen = [x for x in (args.input is not None, args.camera is not None, args.example) if x]
     if len(chosen) != 1:
         raise InputError("give exactly one of INPUT, --camera N or --example")
-    opts = options_from_args(args)
+    opts = options_from_args(args).validate()  # before the output folder is made
+    from ..results import check_output_dir
+
+    check_output_dir(args.out, args.force or args.example or args.resume)  # before models load
     if args.example:
         from ..results import prepare_output_dir
         from ..sample import make_example_video
@@ -100,11 +105,12 @@ def run(args) -> int:
             raise InputError(f"no such file: {source}")
     bar = Progress(enabled=None if not args.quiet else False)
     try:
-        summary = analyze_to_dir(source, args.out, opts, force=args.force or args.example, progress=bar)
-    except KeyboardInterrupt:
+        summary = analyze_to_dir(source, args.out, opts, force=args.force or args.example, progress=bar,
+                                 resume=getattr(args, "resume", False))
+    except KeyboardInterrupt as e:
         bar.close()
         print(f"emoreel: interrupted; finished frames are kept in {Path(args.out) / 'results.csv'}", file=sys.stderr)
-        return 130
+        return 128 + e.signum if hasattr(e, "signum") else 130
     finally:
         bar.close()
     if not args.quiet:

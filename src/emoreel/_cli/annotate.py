@@ -32,6 +32,9 @@ def run(args) -> int:
     from ..results import load_results
 
     res = load_results(args.results)
+    from ..results import warn_incomplete
+
+    warn_incomplete(res)
     video = resolve_video(res, args.video)
     out = Path(args.out)
     if out.exists() and not args.force:

@@ -81,6 +81,12 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..batch import is_batch_root
+
+    if is_batch_root(args.results):  # a folder written by `emoreel batch`: every video in turn
+        from .batch import extract_over_batch
+
+        return extract_over_batch(args, run)
     from ..encode import sound_note
     from ..errors import InputError, OutputError
     from ..names import resolve_name
@@ -92,6 +98,9 @@ def run(args) -> int:
     from ..video import probe
 
     res = load_results(args.results)
+    from ..results import warn_incomplete
+
+    warn_incomplete(res)
     args.emotion = resolve_name(args.emotion, EMOTIONS, "emotion")  # --emotion Happy
     if args.person is not None:
         args.person = resolve_name(args.person, res.persons(), "person",

@@ -39,6 +39,15 @@ def run(args) -> int:
     if args.max_cards < 1 or args.bins < 1 or args.min_track < 0:
         raise InputError("--max-cards and --bins must be at least 1, --min-track at least 0")
     check_output(args.out, args.force)  # before the (possibly long) read of results.csv
+    from ..batch import is_batch_root
+
+    if is_batch_root(args.results):  # a folder written by `emoreel batch`: totals + one section per video
+        from ..batch_report import write_batch_report
+
+        out = write_batch_report(args.results, args.out, force=args.force, max_cards=args.max_cards,
+                                 min_track_s=args.min_track, bins=args.bins, labels="online" if args.online else "decoded")
+        print(f"wrote {out} ({out.stat().st_size / 1e3:.0f} kB)")
+        return 0
     res = load_results(args.results)
     video = None
     if args.video or (res.meta.get("input", {}) or {}).get("kind") in ("video", "images"):

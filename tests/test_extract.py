@@ -638,3 +638,92 @@ def test_without_ffmpeg_clips_are_still_written(controlled, tmp_path, capsys, mo
     with open_source(clip) as src:
         assert [level(f.image) for f in src] == list(range(10, 20))
     assert fourcc(clip) in ("mp4v", "FMP4")  # OpenCV's MPEG-4 part 2
+
+
+# ---- variable frame rate ----------------------------------------------------------------------------
+
+VFR_BURSTS = (62, 72)  # source frames (of the 30 fps original) where a tone starts; both after the hole
+
+
+@pytest.fixture
+def vfr(tmp_path) -> tuple[Path, Path]:
+    """A real variable-frame-rate file: 90 numbered frames at 30 fps with source frames 30-59 dropped
+    (a 1 s hole: file frame j >= 30 shows source frame j + 30 and plays at (j + 30) / 30 s), over
+    sound with a tone burst when source frames 62 and 72 play. Results: anna is happy on file frames
+    25-34 (across the hole) and 40-49 (after it), with time_s the frames' presentation times."""
+    if ffmpeg_exe() is None:
+        pytest.skip("no ffmpeg")
+    cfr = numbered_video(tmp_path / "cfr.mp4", n=90, fps=FPS)
+    audio = np.zeros(int(3.5 * RATE), np.float32)
+    for f in VFR_BURSTS:
+        s = round(f / 30 * RATE)
+        audio[s : s + RATE * 6 // 100] = 0.5 * np.sin(2 * np.pi * 1000 * np.arange(RATE * 6 // 100) / RATE)
+    raw = tmp_path / "a.raw"
+    raw.write_bytes((audio * 32767).astype("<i2").tobytes())
+    video = tmp_path / "vfr.mov"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(cfr), "-f", "s16le", "-ar", str(RATE), "-ac", "1", "-i", str(raw),
+                    "-map", "0:v", "-map", "1:a", "-vf", "select='lt(n,30)+gte(n,60)'", "-fps_mode", "vfr",
+                    "-c:v", "libx264", "-c:a", "pcm_s16le", str(video)], check=True)  # fmt: skip
+    with open_source(video) as src:
+        info, times = src.info, {f.index: f.time_s for f in src}
+    assert len(times) == 60 and abs(times[40] - 70 / 30) < 0.01  # really variable-rate
+    happy = set(range(25, 35)) | set(range(40, 50))
+    out = tmp_path / "res"
+    out.mkdir()
+    meta = {"input": {"path": str(video), "kind": "video", "width": info.width, "height": info.height,
+                      "fps": float(info.fps), "fps_fraction": str(info.fps), "frame_count": info.frame_count},
+            "params": {"every": 1, "track_max_missed": 2}}  # fmt: skip
+    with ResultsWriter(out, meta) as w:
+        for f in sorted(times):
+            o = obs(f, 1, "happy" if f in happy else "neutral", "anna")
+            o.time_s = times[f]
+            w.write_frame([o])
+    return out, video
+
+
+@pytest.mark.parametrize("inputs", [64, 1], ids=["one-ffmpeg-run", "many-segments-via-wav"])
+def test_variable_frame_rate_clips_are_cut_by_presentation_time(vfr, tmp_path, capsys, monkeypatch, inputs):
+    monkeypatch.setattr("emoreel.encode.MAX_SOUND_INPUTS", inputs)
+    res_dir, _ = vfr
+    reel = tmp_path / "reel.mp4"
+    code, out, err = cli(capsys, "extract", res_dir, "--emotion", "happy", "-o", tmp_path / "x", "--no-crops", "--clips",
+                         "--pad", "0", "--merge-gap", "0", "--reel", reel, "-q")  # fmt: skip
+    assert code == 0 and "(with sound)" in out, err
+    segs = read_csv(tmp_path / "x" / "segments.csv")
+    assert [(int(s["first_frame"]), int(s["last_frame"])) for s in segs] == [(25, 34), (40, 49)]
+    # times are presentation times: file frame 34 shows source frame 64, file frame 40 source frame 70
+    starts, ends = [float(s["start_s"]) for s in segs], [float(s["end_s"]) for s in segs]
+    assert starts == [pytest.approx(25 / 30, abs=1 / 30), pytest.approx(70 / 30, abs=1 / 30)]
+    assert ends == [pytest.approx(65 / 30, abs=1 / 30), pytest.approx(80 / 30, abs=1 / 30)]
+    clips = sorted((tmp_path / "x" / "clips").iterdir())
+    assert [c.name for c in clips] == [f"clip_001_{starts[0]:.3f}-{ends[0]:.3f}.mp4", f"clip_002_{starts[1]:.3f}-{ends[1]:.3f}.mp4"]
+    # written at a constant 30 fps: the frame before the hole is held for the second it plays
+    across = list(range(25, 29)) + [29] * 31 + list(range(60, 65))
+    for clip, shown, burst in zip(clips, (across, list(range(70, 80))), VFR_BURSTS):
+        with open_source(clip) as src:
+            assert src.info.fps == 30
+            assert [level(f.image) for f in src] == shown
+        x = pcm(clip)
+        assert len(x) == pytest.approx(len(shown) / 30 * RATE, abs=RATE // 100)
+        assert onsets(x) == [pytest.approx((burst - shown[0]) / 30, abs=0.02)]
+    x = pcm(reel)  # 40 frames of the first segment, then 10 of the second, each with its own sound
+    assert len(x) == pytest.approx(50 / 30 * RATE, abs=RATE // 100)
+    assert onsets(x) == [pytest.approx(37 / 30, abs=0.02), pytest.approx((40 + 2) / 30, abs=0.02)]
+    assert [int(s["reel_first_frame"]) for s in segs] == [0, 40]
+
+
+def test_timeline_holds_frames_over_holes_and_leaves_constant_rates_alone():
+    from emoreel.encode import Timeline
+
+    cfr = Timeline(Fraction(30000, 1001))
+    assert cfr.copies(5, 9) == [1] * 5 and cfr.frames_out(5, 9) == 5
+    assert cfr.time(30) == float(Fraction(30 * 1001, 30000)) and cfr.end(29) == cfr.time(30)
+    # frames 0-2 at 30 fps, then a 0.5 s hole, frames 3-4 at 30 fps again; frame 2 unknown (interpolated)
+    tl = Timeline(Fraction(30), {0: 0.0, 1: 1 / 30, 3: 0.6, 4: 0.6 + 1 / 30})
+    assert tl.time(2) == pytest.approx((1 / 30 + 0.6) / 2)
+    assert tl.end(4) == pytest.approx(0.6 + 2 / 30)  # past the last known frame: one frame at the rate
+    assert tl.copies(3, 4) == [1, 1]
+    full = Timeline(Fraction(30), {0: 0.0, 1: 1 / 30, 2: 2 / 30, 3: 0.6, 4: 0.6 + 1 / 30})
+    assert full.copies(0, 4) == [1, 1, 16, 1, 1] and full.frames_out(0, 4) == 20
+    dense = Timeline(Fraction(30), {0: 0.0, 1: 0.01, 2: 1 / 30})  # closer than a frame: one is dropped
+    assert dense.copies(0, 1) == [0, 1] and dense.frames_out(0, 2) == 2

@@ -6,10 +6,16 @@ The sound of a clip is cut from the source by frame numbers: frame ``i`` of the 
 plays at ``SoundTrack.start_s + i / fps`` on the source's timeline, and each span of frames
 gets exactly ``frames / fps`` seconds of audio (silence where the source has none), so
 sound stays in sync across the segments of a reel.
+
+Variable-frame-rate sources (a :class:`Timeline` with the frames' presentation times) are
+written as constant-rate files too: each source frame is held until the next one plays
+(repeated over a hole in the timestamps), at ``Timeline.fps``, and the sound of a span is cut
+from its first frame's presentation time for as long as the written frames last.
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
 import logging
 import os
@@ -17,10 +23,10 @@ import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -48,13 +54,79 @@ def ffmpeg_exe() -> str | None:
 
 
 @dataclass(frozen=True)
+class Timeline:
+    """When source frames play, and how a span of them becomes frames of a constant-rate file.
+
+    ``times=None`` (a constant-rate source): frame ``i`` plays at ``i / fps`` and is written
+    once, exactly as before. Otherwise ``times`` maps source frames to their presentation
+    times (seconds on the decoder's clock, like results.csv's ``time_s``; ``origin`` is frame
+    0's), frames not in it are interpolated between their known neighbours (extrapolated at
+    ``fps`` past the ends), and a span ``first..last`` is written at ``fps``: frame ``i`` is
+    held from output frame ``round((t(i) - t(first)) * fps)`` until the next one starts, the
+    last until ``end(last)``. A hole in the timestamps so repeats the frame before it (as a
+    player shows it); frames closer together than ``1 / fps`` may be dropped.
+    """
+
+    fps: Fraction
+    times: Mapping[int, float] | None = field(default=None, compare=False)
+    origin: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_known", sorted(self.times) if self.times else [])
+
+    def time(self, frame: int) -> float:
+        """When source frame ``frame`` plays (the decoder's clock)."""
+        if self.times is None:
+            return float(frame / self.fps)
+        t = self.times.get(frame)
+        if t is not None:
+            return float(t)
+        known = self._known
+        if not known:
+            return float(frame / self.fps)
+        k = bisect.bisect_left(known, frame)
+        if k == 0:
+            return float(self.times[known[0]] - (known[0] - frame) / self.fps)
+        if k == len(known):
+            return float(self.times[known[-1]] + (frame - known[-1]) / self.fps)
+        a, b = known[k - 1], known[k]
+        ta, tb = self.times[a], self.times[b]
+        return float(ta + (tb - ta) * (frame - a) / (b - a))
+
+    def end(self, last: int) -> float:
+        """When source frame ``last`` stops playing: when the next one starts."""
+        if self.times is None:
+            return float((last + 1) / self.fps)
+        if last + 1 in self.times or (self._known and self._known[-1] > last):
+            return max(self.time(last + 1), self.time(last))
+        return self.time(last) + float(1 / self.fps)
+
+    def copies(self, first: int, last: int) -> list[int]:
+        """How many output frames each source frame ``first..last`` is written as."""
+        if self.times is None:
+            return [1] * (last - first + 1)
+        t0, rate = self.time(first), float(self.fps)
+        ticks, prev = [], 0
+        for t in [self.time(i) for i in range(first, last + 1)] + [self.end(last)]:
+            prev = max(prev, round((t - t0) * rate))
+            ticks.append(prev)
+        return [b - a for a, b in zip(ticks, ticks[1:])]
+
+    def frames_out(self, first: int, last: int) -> int:
+        """Output frames of the span ``first..last``."""
+        return last - first + 1 if self.times is None else sum(self.copies(first, last))
+
+
+@dataclass(frozen=True)
 class SoundTrack:
     """The first audio stream of ``source``: where its video frame 0 plays (``start_s``, in
-    seconds on ffmpeg's timeline of the file) and its frame rate."""
+    seconds on ffmpeg's timeline of the file) and its frame rate; with a variable-rate
+    ``timeline``, frames play at their presentation times instead of ``frame / fps``."""
 
     source: Path
     start_s: float
     fps: Fraction
+    timeline: Timeline | None = None
 
     @classmethod
     def of(cls, video: str | Path, fps: Fraction | float) -> "SoundTrack | None":
@@ -77,6 +149,9 @@ class SoundTrack:
 
     def time(self, frame: int) -> float:
         """When source frame ``frame`` plays, on the file's timeline."""
+        tl = self.timeline
+        if tl is not None and tl.times is not None:
+            return self.start_s + tl.time(frame) - tl.origin
         return self.start_s + float(frame / self.fps)
 
 
@@ -97,12 +172,13 @@ def sound_note(video: Path, mute: bool, out: Path) -> tuple["SoundTrack | bool",
 MAX_SOUND_INPUTS = 64  # more spans than this are cut one by one into a temporary WAV first
 
 
-def _span_samples(spans: Sequence[tuple[int, int]], fps: Fraction) -> list[int]:
+def _span_samples(spans: Sequence[tuple[int, int]], fps: Fraction, timeline: Timeline | None = None) -> list[int]:
     """Audio samples of each span: boundaries at round(frames so far * RATE / fps), so the
-    sound of span k starts exactly where its first frame starts in the output."""
+    sound of span k starts exactly where its first frame starts in the output (frames as
+    written: ``timeline`` says how many a variable-rate span becomes)."""
     counts, frames, edge = [], 0, 0
     for first, last in spans:
-        frames += last - first + 1
+        frames += timeline.frames_out(first, last) if timeline is not None else last - first + 1
         end = round(frames * RATE / fps)
         counts.append(end - edge)
         edge = end
@@ -130,7 +206,7 @@ def _render_sound(exe: str, sound: SoundTrack, spans: Sequence[tuple[int, int]],
         out.setnchannels(2)
         out.setsampwidth(2)
         out.setframerate(RATE)
-        for (first, _), n in zip(spans, _span_samples(spans, fps)):
+        for (first, _), n in zip(spans, _span_samples(spans, fps, sound.timeline)):
             cmd = [exe, "-v", "error", "-nostdin", *_cut(sound, first, n), "-map", "0:a:0", "-af", _span_chain(n, True),
                    "-f", "s16le", "-acodec", "pcm_s16le", "-"]  # fmt: skip
             run = subprocess.run(cmd, capture_output=True)
@@ -144,7 +220,7 @@ def _sound_args(sound: SoundTrack, spans: Sequence[tuple[int, int]], fps: Fracti
     ``first..last``, in order) under the piped video (input 0)."""
     inputs: list[str] = []
     chains: list[str] = []
-    for k, ((first, _), n) in enumerate(zip(spans, _span_samples(spans, fps)), 1):
+    for k, ((first, _), n) in enumerate(zip(spans, _span_samples(spans, fps, sound.timeline)), 1):
         inputs += _cut(sound, first, n)
         chains.append(f"[{k}:a:0]{_span_chain(n, len(spans) > 1)}[a{k}]")
     joined = "".join(f"[a{k}]" for k in range(1, len(spans) + 1))
@@ -158,7 +234,9 @@ class VideoWriter:
     ``.mp4/.mov/.m4v/.mkv`` are H.264 (yuv420p, CRF 18) written by ffmpeg when there is one,
     with ``sound`` cut to ``spans`` (source frames ``(first, last)`` in the order they are
     written) as AAC; without ffmpeg, or for ``.avi``, OpenCV writes mp4v/MJPG with no sound.
-    ``has_sound`` says which happened.
+    ``has_sound`` says which happened. With a variable-rate ``sound.timeline`` each span lasts
+    ``timeline.frames_out(first, last)`` frames at ``fps`` (the timeline's rate): the caller
+    writes each source frame ``timeline.copies`` times.
     """
 
     def __init__(self, path: str | Path, fps: Fraction | float, size: tuple[int, int],

@@ -11,6 +11,9 @@
 
 Clips are cut by source frame index, never by seeking to a time: a segment
 ``[a, b]`` holds exactly source frames ``a..b``, decoded in one forward pass.
+Their times (clip names, segments.csv) and sound are the frames' presentation times;
+a variable-frame-rate span is written at a constant rate with each frame held until the
+next one plays (see :func:`frame_timeline` and :class:`emoreel.encode.Timeline`).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from .emotion import DEFAULT_EYES, InputSpec, default_model_path, read_card
 from .errors import DataError, InputError, ModelError, OutputError
 from .results import Results, csv_safe
 from .types import EMOTIONS, Frame, Observation
-from .encode import SoundTrack, VideoWriter
+from .encode import SoundTrack, Timeline, VideoWriter
 from .video import check_image_names, exact_fps, open_source, probe, read_frames
 
 log = logging.getLogger(__name__)
@@ -105,6 +108,7 @@ class Run:
     last_frame: int
     start_s: float
     end_s: float  # end of the last frame's interval: (last_frame + stride) / fps
+    times: dict[int, float] = field(default_factory=dict)  # presentation time (time_s) of each row's frame
 
     @property
     def duration_s(self) -> float:
@@ -258,7 +262,8 @@ def find_runs(res: Results, mask: np.ndarray, max_gap: int | None = None, raw: b
         f0, f1 = int(c["frame"][part[0]]), int(c["frame"][part[-1]])
         first = part[0]
         label = emotion or str(c["emotion"][first] if raw or not c["emotion_smooth"][first] else c["emotion_smooth"][first])
-        return Run(tid, str(c["person"][first]), label, part, f0, f1, f0 / fps, (f1 + step) / fps)
+        times = dict(zip(c["frame"][part].tolist(), c["time_s"][part].tolist()))
+        return Run(tid, str(c["person"][first]), label, part, f0, f1, f0 / fps, (f1 + step) / fps, times)
 
     for tid in np.unique(tids[sel_idx]):
         if tid < 0:
@@ -684,10 +689,38 @@ def contact_sheet(crops: list[Crop], path: Path, cols: int = 8, tile: int = 112)
     return rows, cols
 
 
-def clip_name(k: int, seg: Segment, fps: Fraction | float) -> str:
-    """``clip_003_12.345-15.678.mp4``: number, then start and end (end of the last frame) in seconds."""
+def clip_name(k: int, seg: Segment, fps: Fraction | float, timeline: Timeline | None = None) -> str:
+    """``clip_003_12.345-15.678.mp4``: number, then start and end (end of the last frame) in seconds
+    (presentation times with a variable-rate ``timeline``)."""
+    if timeline is not None and timeline.times is not None:
+        return f"clip_{k:03d}_{timeline.time(seg.first):.3f}-{timeline.end(seg.last):.3f}.mp4"
     fps = float(fps) or 1.0
     return f"clip_{k:03d}_{seg.first / fps:.3f}-{(seg.last + 1) / fps:.3f}.mp4"
+
+
+def frame_timeline(video: Path, segs: list[Segment], fps: Fraction) -> Timeline:
+    """When the frames of ``segs`` play: :class:`Timeline` ``(fps)`` for a constant-rate video,
+    else their presentation times read from ``video``.
+
+    The runs' rows carry results.csv's ``time_s`` (the decoder's presentation times): when each
+    is within a quarter frame of ``frame / fps`` the video is taken as constant-rate and
+    clips are cut exactly as frame numbers say. Otherwise every frame of the segments, the one
+    after each and frame 0 (the origin of the sound) are read for their times, and the spans
+    are written at the source's usual rate: the median step between frames, at least ``fps``
+    (OpenCV's average), so no frame is dropped and holes repeat the frame before them.
+    """
+    fps = Fraction(fps) or Fraction(30)
+    tol = 0.25 / float(fps)
+    known = {f: t for s in segs for r in s.runs for f, t in r.times.items()}
+    if all(abs(t - f / float(fps)) <= tol for f, t in known.items()):
+        return Timeline(fps)
+    wanted = {0} | {f for s in segs for f in range(s.first, s.last + 2)}
+    times = {fr.index: fr.time_s for fr in read_frames(video, wanted)}
+    if all(abs(t - f / float(fps)) <= tol for f, t in times.items()):
+        return Timeline(fps)
+    steps = [times[f + 1] - times[f] for f in times if f + 1 in times and times[f + 1] > times[f]]
+    rate = max(fps, exact_fps(1 / float(np.median(steps)))) if steps else fps
+    return Timeline(rate, times, times.get(0, 0.0))
 
 
 SEGMENT_COLUMNS = ("segment", "first_frame", "last_frame", "frames", "start_s", "end_s", "tracks", "persons",
@@ -705,11 +738,20 @@ def write_segments(
     segments with their clip name and where each starts in the reel. Clips and reel carry
     the video's sound, cut to the same frames, unless ``sound`` is False (see
     :mod:`emoreel.encode`). Returns ``(clip paths, reel frame count)``.
+
+    Times (clip names, the table's ``start_s``/``end_s``) and the sound are the frames'
+    presentation times. A variable-frame-rate video (see :func:`frame_timeline`) is written at
+    a constant rate with each source frame repeated until the next one plays, so a hole in its
+    timestamps lasts as long as in the source and the sound stays in sync throughout; the
+    table's ``frames`` still counts source frames, ``reel_first_frame`` counts written ones.
     """
     info = probe(video)
-    fps = info.fps or Fraction(30)
     size = (info.width, info.height)
-    track = _sound(video, fps, sound)
+    timeline = frame_timeline(video, segs, info.fps or Fraction(30))
+    fps = timeline.fps  # the rate clips are written at: the source's, or its usual rate when it varies
+    track = _sound(video, info.fps or Fraction(30), sound)
+    if track is not None and timeline.times is not None:
+        track = dataclasses.replace(track, timeline=timeline)
     wanted = [f for s in segs for f in range(s.first, s.last + 1)]
     frames: Iterator[Frame] = read_frames(video, wanted)
     clips: list[Path] = []
@@ -724,8 +766,10 @@ def write_segments(
         for k, s in enumerate(segs, 1):
             clip_w = None
             if clips_dir is not None:
-                clip_w = VideoWriter(clips_dir / clip_name(k, s, fps), fps, size, track, [(s.first, s.last)])
-            rows.append([k, s.first, s.last, s.frames, f"{float(s.first / fps):.3f}", f"{float((s.last + 1) / fps):.3f}",
+                clip_w = VideoWriter(clips_dir / clip_name(k, s, fps, timeline), fps, size, track, [(s.first, s.last)])
+            start_s, end_s = timeline.time(s.first), timeline.end(s.last)
+            copies = timeline.copies(s.first, s.last)
+            rows.append([k, s.first, s.last, s.frames, f"{start_s:.3f}", f"{end_s:.3f}",
                          " ".join(str(t) for t in sorted({r.track_id for r in s.runs})), csv_safe(s.who()), s.emotions(),
                          f"clips/{clip_w.path.name}" if clip_w else "", reel_n if reel_w else "",
                          ", ".join(s.on_screen)])  # fmt: skip
@@ -734,14 +778,17 @@ def write_segments(
                     fr = next(frames, None)
                     if fr is None or fr.index != idx:
                         raise DataError(f"{video} could not be read at frame {idx} (segment {k} needs {s.first}..{s.last})")
+                    n = copies[idx - s.first]  # 1, except in a variable-rate span
                     if clip_w is not None:
-                        clip_w.write(fr.image)
-                    if reel_w is not None:
+                        for _ in range(n):
+                            clip_w.write(fr.image)
+                    if reel_w is not None and n:
                         img = fr.image.copy()
                         scale = max(0.5, img.shape[0] / 720)
                         text_box(img, s.caption(fr.time_s), (8, img.shape[0] - int(10 * scale)), (30, 30, 30), scale=0.6 * scale)
-                        reel_w.write(img)
-                        reel_n += 1
+                        for _ in range(n):
+                            reel_w.write(img)
+                        reel_n += n
                     done += 1
                     if progress:
                         progress(done, total)

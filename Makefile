@@ -9,7 +9,7 @@ PIP    := $(BIN)/python -m pip
 # `make test TORCH_INDEX=` leaves the choice to pip's own configuration.
 TORCH       ?= torch==2.13.0
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
-TEST_EXTRAS := .[people,train,test]
+TEST_EXTRAS := .[people,train,ray,test]
 
 # pip, silent unless it fails; resolver ERROR lines (dependency conflicts, exit 0) are always shown
 pipq = { $(PIP) $(1) >$(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }; grep '^ERROR' $(VENV)/pip.log || true; }
@@ -32,7 +32,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	@echo "== installing PyTorch, CPU build (training tests; a local wheel if pip has one, else $(TORCH_INDEX))"
 	@$(PIP) install -q --no-index --no-deps '$(TORCH)' >/dev/null 2>&1 \
 	  || $(call pipq,install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) '$(TORCH)')
-	@echo "== installing the test tools (pytest, build) and torch's dependencies"
+	@echo "== installing the test tools (pytest, build), Ray (the batch engine's tests start a local Ray) and torch's dependencies"
 	@$(call pipq,install -q '$(TORCH)' -e '$(TEST_EXTRAS)')
 	@touch $@
 

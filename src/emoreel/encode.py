@@ -155,17 +155,16 @@ class SoundTrack:
         return self.start_s + float(frame / self.fps)
 
 
-def sound_note(video: Path, mute: bool, out: Path) -> tuple["SoundTrack | bool", str]:
-    """The ``sound`` argument for writing ``out`` from ``video``, and a few words saying what it will be."""
+def sound_note(video: Path, mute: bool, out: Path, fps: Fraction) -> tuple["SoundTrack | bool", str]:
+    """The ``sound`` argument for writing ``out`` from ``video`` (frame rate ``fps``, as
+    :func:`emoreel.video.probe` reads it), and a few words saying what it will be."""
     if mute:
         return False, "muted"
     if out.suffix.lower() not in FFMPEG_SUFFIXES and out.suffix:
         return False, f"no sound: {out.suffix} files are written without"
     if ffmpeg_exe() is None:
         return False, "no sound: ffmpeg not found (pip install imageio-ffmpeg)"
-    from .video import probe
-
-    track = SoundTrack.of(video, probe(video).fps)
+    track = SoundTrack.of(video, fps)
     return (track, "with sound") if track else (False, "no sound: the video has none")
 
 

@@ -30,6 +30,7 @@ def run(args) -> int:
     from ..extract import annotate, resolve_video
     from ..progress import Progress
     from ..results import load_results
+    from ..video import probe
 
     res = load_results(args.results)
     from ..results import warn_incomplete
@@ -45,7 +46,7 @@ def run(args) -> int:
         raise OutputError(f"{out} is the source video; write the annotated copy elsewhere")
     if out.suffix.lower() not in (".mp4", ".avi", ".mkv", ".mov"):
         raise OutputError(f"{out}: give a video file name ending in .mp4 or .avi")
-    sound, note = sound_note(video, args.mute, out)
+    sound, note = sound_note(video, args.mute, out, probe(video).fps)
     bar = Progress(enabled=False if args.quiet else None)
     try:
         n = annotate(res, video, out, bar, show_time=args.timecode, sound=sound)

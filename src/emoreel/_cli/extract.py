@@ -157,7 +157,7 @@ def run(args) -> int:
                 reel_to = tmp / reel.resolve().relative_to(out.resolve()) if inner else reel
                 if inner:
                     reel_to.parent.mkdir(parents=True, exist_ok=True)
-                sound, note = sound_note(video, args.mute, reel or out / "clips")
+                sound, note = sound_note(video, args.mute, reel or out / "clips", info.fps)
                 clips, n = write_segments(video, segs, tmp / "clips" if args.clips else None, reel_to,
                                           table=tmp / "segments.csv", progress=bar, sound=sound)  # fmt: skip
                 lines.append(f"{len(segs)} segments" + (f", {len(clips)} clips" if args.clips else "") + f" ({note})")

@@ -476,3 +476,23 @@ def test_face_pack_round_trip_and_train_reads_it(tmp_path, capsys):
     assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)
     with pytest.raises(Exception, match="no split 'test'"):
         load_dataset(tmp_path / "faces.npz", "test")
+
+
+def test_cli_resume_takes_the_network_from_the_checkpoint(tmp_path, capsys, monkeypatch):
+    """A run continues on another machine with just --data --out --resume: architecture, widths, crop and
+    the image budget come from the checkpoint."""
+    ds = write_folder(tmp_path / "ds", synthetic(6), "train")
+    write_folder(ds, synthetic(3, seed=1), "val")
+    run = tmp_path / "run"
+    n = 2 * (42 // 16) * 16
+    first = ["train", "--data", str(ds), "--out", str(run), "--arch", "vgg", "--widths", "8,8", "--crop", "40",
+             "--images", str(n // 2), "--batch-size", "16", "--threads", "1", "--compact", "--epochs", "5"]
+    monkeypatch.setattr(sys, "argv", ["emoreel", *first])
+    assert main(first) == 0
+    assert "epoch 1/1" in capsys.readouterr().err  # the image budget, not --epochs, sets the length
+    again = ["train", "--data", str(ds), "--out", str(run), "--resume", "--images", str(n), "--threads", "1"]
+    monkeypatch.setattr(sys, "argv", ["emoreel", *again])
+    assert main(again) == 0
+    assert "epoch 2/2" in capsys.readouterr().err
+    cfg = json.loads((run / "history.json").read_text())["config"]
+    assert (cfg["arch"], cfg["widths"], cfg["crop"], cfg["images"]) == ("vgg", [8, 8], 40, n)

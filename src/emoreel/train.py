@@ -568,13 +568,22 @@ def init_from_onnx(model, onnx_path: str | Path, images: np.ndarray, cfg: TrainC
             "val_acc": ev.get("val_accuracy")}
 
 
-def checkpoint_epochs(out_dir: str | Path) -> int | None:
-    """The planned number of epochs of the run in ``out_dir`` (None without a checkpoint)."""
+def checkpoint_config(out_dir: str | Path) -> dict | None:
+    """The config of the run in ``out_dir`` (its ``last.pt``), or None without a checkpoint."""
     last = Path(out_dir) / "last.pt"
     if not last.exists():
         return None
     require_torch()
-    return int(torch.load(last, map_location="cpu", weights_only=False)["config"]["epochs"])
+    try:
+        return dict(torch.load(last, map_location="cpu", weights_only=False)["config"])
+    except (OSError, RuntimeError, EOFError, KeyError, TypeError, pickle.UnpicklingError) as e:
+        raise ModelError(f"{last}: not a readable emoreel checkpoint ({type(e).__name__})") from None
+
+
+def checkpoint_epochs(out_dir: str | Path) -> int | None:
+    """The planned number of epochs of the run in ``out_dir`` (None without a checkpoint)."""
+    cfg = checkpoint_config(out_dir)
+    return None if cfg is None else int(cfg["epochs"])
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu"):

@@ -21,9 +21,10 @@ def register(sub) -> None:
     t.add_argument("--epochs", type=int, help="total epochs (default 60, or the checkpoint's with --resume)")
     t.add_argument("--batch-size", type=int, default=128, help="faces per training step (default 128)")
     t.add_argument("--lr", type=float, default=0.05, help="peak learning rate (default 0.05)")
-    t.add_argument("--arch", choices=("emonet", "vgg"), default="emonet",
-                   help="emonet: residual CNN, 1.2 M parameters (the shipped default); vgg: VGG trunk + global "
-                   "average pool, 4.7 M parameters at widths 64,128,256,512 (the published 72-73%% FER2013 recipe)")
+    t.add_argument("--arch", choices=("emonet", "vgg"), default=None,
+                   help="emonet (default): residual CNN, 1.2 M parameters (the shipped model); vgg: VGG trunk + global "
+                   "average pool, 4.7 M parameters at widths 64,128,256,512 (the published 72-73%% FER2013 recipe); "
+                   "with --resume: the checkpoint's")
     t.add_argument("--widths", default=None, help="channels per stage (default 32,64,128,256 for emonet, "
                    "64,128,256,512 for vgg)")
     t.add_argument("--crop", type=int, default=0, metavar="PX",
@@ -59,9 +60,14 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..datasets import load_dataset
-    from ..train import TrainConfig, checkpoint_epochs, command_line, train
+    from ..train import TrainConfig, checkpoint_config, checkpoint_epochs, command_line, train
 
     epochs = args.epochs
+    saved = checkpoint_config(args.out) if args.resume else None
+    if saved:  # resuming: the network is the checkpoint's unless given
+        args.arch = args.arch or saved.get("arch", "emonet")
+        args.widths = args.widths or ",".join(str(w) for w in saved["widths"])
+    args.arch = args.arch or "emonet"
     if epochs is None:
         epochs = checkpoint_epochs(args.out) if args.resume else None
     cfg = TrainConfig(

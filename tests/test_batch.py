@@ -18,7 +18,7 @@ import pytest
 from emoreel.batch import BATCH_CSV, BatchLock, folder_name, run_batch
 from emoreel.cli import main
 from emoreel.config import AnalyzeOptions
-from emoreel.engines import LocalEngine
+from emoreel.engines import LocalEngine, cpu_count
 from emoreel.errors import OutputError
 from emoreel.pipeline import analyze_to_dir
 from emoreel.sample import make_example_video
@@ -80,7 +80,8 @@ def test_batch_statuses_names_and_reasons(batch_root, videos):
         assert rows[name]["status"] == "failed" and rows[name]["reason"], rows[name]
     assert "no such file" in rows["missing.mp4"]["reason"]
     meta = json.loads((batch_root / a["folder"] / "run.json").read_text())
-    assert meta["complete"] and meta["params"]["threads"] == 1  # 2 workers on 2 cores: one thread each
+    # 2 workers share the cores: each gets cores / 2 threads, at most the 2 asked for, at least 1
+    assert meta["complete"] and meta["params"]["threads"] == max(1, min(AnalyzeOptions().threads, cpu_count() // 2))
 
 
 def test_batch_rerun_skips_complete_and_redoes_changed_options(batch_root, videos):
@@ -119,6 +120,18 @@ def test_resume_continues_after_the_last_frame(videos, sequential, tmp_path, cap
     assert_close(sequential, out)
     assert main(["analyze", str(videos / "long.mp4"), "-o", str(bad), "--resume", "-q", "--min-prob", "0.7"]) == 2
     assert "cannot resume" in capsys.readouterr().err
+
+
+def test_resume_of_a_complete_run_checks_input_and_options(videos, sequential, tmp_path, capsys):
+    out = tmp_path / "done"
+    shutil.copytree(sequential, out)
+    before = (out / "run.json").read_text()
+    assert main(["analyze", str(videos / "long.mp4"), "-o", str(out), "--resume", "-q"]) == 0  # same run: done
+    for extra in (["--min-prob", "0.9"], ["--model", "emoreel-fer" if "int8" in before else "emoreel-fer-int8"]):
+        assert main(["analyze", str(videos / "long.mp4"), "-o", str(out), "--resume", "-q", *extra]) == 2, extra
+        assert "cannot resume" in capsys.readouterr().err
+    assert main(["analyze", str(videos / "a" / "clip.mp4"), "-o", str(out), "--resume", "-q"]) == 2  # another video
+    assert "cannot resume" in capsys.readouterr().err and (out / "run.json").read_text() == before
 
 
 def test_split_merges_into_one_run(videos, sequential, tmp_path):
@@ -225,3 +238,76 @@ def test_unreachable_ray_address_is_one_line(videos, tmp_path, capsys):
     rc = main(["batch", str(videos / "a" / "clip.mp4"), "-o", str(tmp_path / "r"), "--engine", "ray", "--address", "127.0.0.1:1"])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "cannot reach the Ray cluster" in err
+
+
+# -- small ones: write failures, a batch.csv of one's own, SIGTERM ---------------------------------------
+
+
+def test_write_failures_are_output_errors_and_leave_no_temp_files(tmp_path, monkeypatch):
+    import errno
+
+    from emoreel import batch as batch_mod
+    from emoreel import stitch
+    from emoreel.batch import Video, _merge, pack_dir, unpack_dir, write_batch_csv
+    from emoreel.stitch import write_rows
+
+    with pytest.raises(OutputError, match="cannot write"):
+        write_rows(tmp_path / "missing" / "results.csv", ["frame"], [["1"]])
+
+    def full(*a):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(stitch.os, "fsync", full)
+    with pytest.raises(OutputError, match="disk full"):
+        write_rows(tmp_path / "results.csv", ["frame"], [["1"]])
+    assert not list(tmp_path.iterdir())  # no .results.csv.tmp left
+    monkeypatch.undo()
+
+    with pytest.raises(OutputError, match="cannot create"):
+        BatchLock(tmp_path / "missing")
+    with pytest.raises(OutputError, match="cannot write"):
+        write_batch_csv(tmp_path / "missing", [])
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "run.json").write_text("{}")
+    files = pack_dir(src)
+    monkeypatch.setattr(batch_mod.os, "replace", full)
+    with pytest.raises(OutputError, match="disk full"):
+        unpack_dir(files, tmp_path / "dst")
+    assert not list((tmp_path / "dst").iterdir())  # no .run.json.part left
+    monkeypatch.undo()
+
+    monkeypatch.setattr(batch_mod, "merge_parts", full)
+    v = Video("x.mp4", "x-00000000", status="running")
+    _merge(tmp_path, v, AnalyzeOptions())
+    assert v.status == "failed" and "merging the parts" in v.reason
+
+
+def test_a_batch_csv_of_ones_own_is_not_a_batch(tmp_path, capsys):
+    from emoreel.batch import batch_videos, is_batch_root
+    from emoreel.errors import DataError
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / BATCH_CSV).write_text("name,score\nann,3\n")
+    assert not is_batch_root(mine)
+    with pytest.raises(DataError, match="not a batch list"):
+        batch_videos(mine)
+    (mine / BATCH_CSV).write_bytes(b"\xff\xfe\x00garbage\n")
+    assert not is_batch_root(mine)
+    with pytest.raises(DataError, match="cannot read"):
+        batch_videos(mine)
+    assert main(["report", str(mine), "-o", str(tmp_path / "r.html")]) == 2  # one line, no traceback
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_batch_ends_with_128_plus_the_signal(tmp_path, monkeypatch, sig):
+    from emoreel import batch as batch_mod
+    from emoreel._cli import Terminated
+
+    def stopped(*a, **k):
+        raise Terminated(sig)
+
+    monkeypatch.setattr(batch_mod, "run_batch", stopped)
+    assert main(["batch", str(tmp_path / "x.mp4"), "-o", str(tmp_path / "root"), "-q"]) == 128 + sig

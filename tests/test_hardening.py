@@ -16,6 +16,7 @@ import zlib
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from emoreel.cli import main
@@ -124,6 +125,33 @@ def test_huge_image_is_skipped_by_name_and_recorded(capsys, caplog, clip, tmp_pa
     assert code == 0 and len(warned) == 1 and "b_huge.png" in warned[0] and "20000x20000" in warned[0]
     meta = json.loads((tmp_path / "o" / RUN_JSON).read_text())
     assert meta["skipped_images"] == ["b_huge.png"] and [i["name"] for i in meta["images"]] == ["a.jpg", "c.jpg"]
+
+
+def tiff_header_only(path: Path, w: int, h: int, endian: str = "<") -> None:
+    """A TIFF whose first IFD declares w x h (a SHORT tag and a LONG one), with no image data to decode."""
+    entries = [(254, 4, 1, 0), (256, 3, 1, w if w < 65536 else 0), (257, 4, 1, h)]
+    if w >= 65536:
+        entries[1] = (256, 4, 1, w)
+    body = struct.pack(endian + "H", len(entries))
+    for tag, typ, count, value in entries:
+        v = struct.pack(endian + ("H2x" if typ == 3 else "I"), value)
+        body += struct.pack(endian + "HHI", tag, typ, count) + v
+    magic = b"II*\x00" if endian == "<" else b"MM\x00*"
+    path.write_bytes(magic + struct.pack(endian + "I", 8) + body + struct.pack(endian + "I", 0))
+
+
+def test_huge_tiff_is_refused_from_its_header(tmp_path):
+    from emoreel.video import ImageTooLarge, image_size, imread
+
+    for endian in "<>":
+        p = tmp_path / f"huge{endian == '>'}.tif"
+        tiff_header_only(p, 20000, 20000, endian)
+        assert image_size(str(p)) == (20000, 20000)
+        with pytest.raises(ImageTooLarge, match="20000x20000"):
+            imread(str(p))
+    small = tmp_path / "small.tiff"
+    assert cv2.imwrite(str(small), np.zeros((37, 53, 3), np.uint8))
+    assert image_size(str(small)) == (53, 37)  # a real TIFF, as OpenCV writes it
 
 
 def test_detection_size_is_capped():
@@ -369,8 +397,9 @@ def test_extract_force_never_deletes_other_files(capsys, analyzed, tmp_path):
 
 
 def test_formula_names_are_quoted_in_csv():
-    for name in ("=HYPERLINK(1)", "+1", "-2", "@x", "Ann"):
-        assert csv_unsafe(csv_safe(name)) == name
+    for name in ("=HYPERLINK(1)", "+1", "-2", "@x", "Ann", "'=x", "''+1", "'-", "'", "''", "'Ann", "O'Neil", "",
+                 "\t=x", "'\r", "'@'=", "=", "'a=b"):
+        assert csv_unsafe(csv_safe(name)) == name, name
         assert not csv_safe(name).startswith(("=", "+", "-", "@"))
 
 

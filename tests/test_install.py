@@ -55,6 +55,7 @@ def test_wheel_and_sdist_install_into_a_fresh_venv_and_run_the_example(tmp_path)
     pytest.importorskip("build", reason="needs the test extra's `build`")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "EMOREEL_CENTERFACE")}
     env["XDG_CACHE_HOME"] = str(tmp_path / "cache")  # nothing from the user's cache
+    env["EMOREEL_CACHE"] = str(tmp_path / "emoreel-cache")  # runtime.cache_dir(): not ~/.cache/emoreel either
     src = _source_copy(tmp_path / "src")
     dist = tmp_path / "dist"
     # sdist first, then the wheel built from the sdist: the sdist must hold everything the wheel needs
@@ -92,6 +93,7 @@ def test_wheel_and_sdist_install_into_a_fresh_venv_and_run_the_example(tmp_path)
     with open(work / "out" / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert rows and any(r["emotion"] for r in rows)
+    assert (tmp_path / "emoreel-cache" / "model-choice.json").is_file()  # the model choice was cached here, not at home
     (cf,) = venv.glob("lib/python*/site-packages/emoreel/models/centerface.onnx")  # installed from the wheel
     assert hashlib.sha256(cf.read_bytes()).hexdigest() == cf_sha
     assert not (venv / "share" / "emoreel").exists() and not (tmp_path / "cache" / "emoreel" / "models").exists()

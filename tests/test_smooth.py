@@ -95,3 +95,18 @@ def test_smoother_ignores_unclassified_frames():
     assert s.update(1, onehot("happy")) == ("happy", pytest.approx(0.9))
     with pytest.raises(ValueError, match="7 probabilities"):
         s.update(1, [0.5, 0.5])
+
+
+def test_a_held_label_does_not_toggle_at_the_min_prob_threshold():
+    """A probability hovering around --min-prob keeps the label once it holds (hysteresis), while a
+    clear drop still makes the label abstain."""
+    from emoreel.smooth import EmotionSmoother
+
+    classes = ("happy", "sad", "neutral")
+    s = EmotionSmoother(classes, repeat=2, ema=1.0, min_prob=0.5, hysteresis=0.05)
+    labels = [s.update(1, (p, (1 - p) / 2, (1 - p) / 2))[0] for p in (0.6, 0.6, 0.48, 0.52, 0.47, 0.49, 0.51, 0.3, 0.3)]
+    assert labels[:7] == ["", "happy", "happy", "happy", "happy", "happy", "happy"]
+    assert labels[-1] == ""  # 0.3 is a clear drop: abstains after `repeat` frames
+    plain = EmotionSmoother(classes, repeat=1, ema=1.0, min_prob=0.5, hysteresis=0.0)
+    toggles = [plain.update(1, (p, (1 - p) / 2, (1 - p) / 2))[0] for p in (0.6, 0.48, 0.52, 0.47)]
+    assert toggles == ["happy", "", "happy", ""]  # without it the label blinks

@@ -450,6 +450,8 @@ def test_vgg_recipe_on_crops_with_compact_checkpoints_exports_and_ten_crops(tmp_
     assert all(v.dtype == torch.float16 for v in ck["model"].values() if v.is_floating_point())
     res = train(tr, va, tmp_path / "run", replace(cfg, batch_size=16), resume=True, command="test")
     assert [h.epoch for h in res.history] == [1, 2, 3] and res.history[-1].train_loss < res.history[0].train_loss
+    hist = json.loads((tmp_path / "run" / "history.json").read_text())["config"]
+    assert hist["batch_size"] == 16 and hist["images"] == n_images  # the new machine's batches, the same schedule
     onnx_path = export_onnx(tmp_path / "run" / "best.pt", tmp_path / "v.onnx")
     card = read_card(onnx_path)
     assert card["input"]["size"] == [40, 40] and card["input"]["crop"]["from"] == [48, 48]

@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .config import AnalyzeOptions
-from .errors import EmoreelError, InputError, OutputError
-from .results import RESULTS_CSV, RUN_JSON, atomic_write_text
+from .errors import DataError, EmoreelError, InputError, OutputError
+from .results import RESULTS_CSV, RUN_JSON, atomic_write_text, write_error
 from .stitch import Part, differing_params, merge_parts, part_ranges, read_meta
 
 log = logging.getLogger(__name__)
@@ -155,13 +155,23 @@ def pack_dir(out: str | Path) -> dict[str, bytes]:
 
 
 def unpack_dir(files: dict[str, bytes], out: str | Path) -> None:
-    """Write what :func:`pack_dir` packed into ``out`` (run.json last, each file replaced atomically)."""
+    """Write what :func:`pack_dir` packed into ``out`` (run.json last, each file replaced atomically).
+
+    :class:`OutputError` if it cannot be written (no temporary file is left).
+    """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create {out}: {e.strerror or e}") from None
     for n in sorted(files, key=lambda n: n == RUN_JSON):
         tmp = out / f".{n}.part"
-        tmp.write_bytes(zlib.decompress(files[n]))
-        os.replace(tmp, out / n)
+        try:
+            tmp.write_bytes(zlib.decompress(files[n]))
+            os.replace(tmp, out / n)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise write_error(out / n, e) from None
 
 
 # -- the batch ---------------------------------------------------------------------------------
@@ -221,7 +231,10 @@ class BatchLock:
         except ImportError:
             return
         path = root / LOCK_FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise OutputError(f"cannot create {path}: {e.strerror or e}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -246,7 +259,10 @@ def write_batch_csv(root: Path, videos: list[Video], earlier: list[list[str]] = 
     w.writerow(BATCH_COLUMNS)
     w.writerows(v.row() for v in videos)
     w.writerows(earlier)
-    atomic_write_text(root / BATCH_CSV, buf.getvalue())
+    try:
+        atomic_write_text(root / BATCH_CSV, buf.getvalue())  # removes its temporary file on failure
+    except OSError as e:
+        raise write_error(root / BATCH_CSV, e) from None
 
 
 def _normalise(o: AnalyzeOptions) -> AnalyzeOptions:
@@ -409,7 +425,10 @@ def run_batch(
                     v = by_folder[t.key.split("/")[0]]
                     live.pop(t.key, None)
                     if outcome.get("files"):
-                        unpack_dir(outcome["files"], t.out)
+                        try:
+                            unpack_dir(outcome["files"], t.out)
+                        except OutputError as e:  # the node's results cannot be kept here: this video failed
+                            outcome = {**outcome, "status": "failed", "reason": _line(str(e)), "retry": False}
                     status = outcome.get("status")
                     v.wall_s += float(outcome.get("wall_s") or 0)
                     if status == "complete":
@@ -492,7 +511,7 @@ def _merge(root: Path, v: Video, o: AnalyzeOptions) -> None:
     dirs = [root / v.folder / PARTS_DIR / f"part-{p.index:03d}" for p in v.part_list]
     try:
         meta = merge_parts(v.part_list, dirs, root / v.folder, o)
-    except EmoreelError as e:
+    except (EmoreelError, OSError) as e:
         v.status, v.reason = "failed", f"merging the parts: {_line(str(e))}"
         return
     shutil.rmtree(root / v.folder / PARTS_DIR, ignore_errors=True)
@@ -504,15 +523,36 @@ def _merge(root: Path, v: Video, o: AnalyzeOptions) -> None:
 
 
 def is_batch_root(path: str | Path) -> bool:
+    """A folder written by ``emoreel batch``: its batch.csv has our columns (a batch.csv of one's own does not count)."""
     p = Path(path)
-    return (p / BATCH_CSV).is_file() and not (p / RUN_JSON).exists()
+    if not (p / BATCH_CSV).is_file() or (p / RUN_JSON).exists():
+        return False
+    try:
+        return _read_batch_csv(p) is not None
+    except DataError:
+        return False
+
+
+def _read_batch_csv(root: Path) -> list[dict] | None:
+    """Rows of ``root/batch.csv`` (None: its header is not :data:`BATCH_COLUMNS`); :class:`DataError` if unreadable."""
+    path = root / BATCH_CSV
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            r = csv.reader(fh)
+            header = next(r, None)
+            if header is None or tuple(header) != BATCH_COLUMNS:
+                return None
+            return [dict(zip(header, row)) for row in r if len(row) == len(header)]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
 
 
 def batch_videos(root: str | Path) -> list[dict]:
     """Rows of ``root/batch.csv`` whose results folder holds a complete run (in batch order)."""
     root = Path(root)
-    with open(root / BATCH_CSV, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = _read_batch_csv(root)
+    if rows is None:
+        raise DataError(f"{root / BATCH_CSV} is not a batch list written by emoreel batch (its columns differ)")
     out = []
     for r in rows:
         meta = read_meta(root / r["folder"])

@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
         except ModuleNotFoundError as e:
             if e.name and e.name.startswith("emoreel._cli"):
                 continue  # command not built yet
+            if e.name in ("cv2", "onnxruntime", "onnx") and name != "train":
+                continue  # a training-only machine (torch + numpy, e.g. a lent GPU): `train` still works
             raise
         mod.register(sub)
     return p

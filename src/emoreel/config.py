@@ -34,7 +34,7 @@ class AnalyzeOptions:
     tta: bool = opt(True, "average each face with its mirror image (+1.5 points on FER2013 val with the shipped int8 model, one more model run per face)")
     repeat: int = opt(3, "smoothed label changes only after N consecutive frames agree")
     ema: float = opt(0.5, "EMA weight of the newest frame's probabilities (1 = no smoothing)")
-    min_prob: float = opt(0.45, "the smoothed label abstains (empty emotion_smooth) while its smoothed probability is below this (0.45: on FER2013 val the shipped, calibrated model is right on 75 in 100 faces above it, which are 83 in 100 faces; benchmarks/min_prob.py re-derives it for another model)")
+    min_prob: float = opt(0.45, "the smoothed label abstains (empty emotion_smooth) while its smoothed probability is below this (0.45: on FER2013 val the shipped, calibrated model is right on 76 in 100 faces above it, which are 80 in 100 faces; benchmarks/min_prob.py re-derives it for another model)")
     track_iou: float = opt(0.3, "tracker: minimum overlap to continue a track")
     track_max_missed: int = opt(10, "tracker: frames a track survives without a detection")
     known_faces: str | None = opt(None, "folder of reference photos of known people")

@@ -41,6 +41,13 @@ log = logging.getLogger(__name__)
 UNKNOWN_PERSON = "unknown_person"
 
 
+def model_path_for(o: AnalyzeOptions, providers: list[str]):
+    """--model, or the shipped copy (int8 or float) that runs faster on this CPU; --exact: int8, as always."""
+    if o.model or o.exact or CUDA in providers:
+        return o.model
+    return choose_default_model()
+
+
 class Analyzer:
     """Holds one video's per-stage state and turns frames into observations.
 
@@ -104,11 +111,7 @@ class Analyzer:
                                **extra)  # fmt: skip
 
     def _model_path(self):
-        """--model, or the shipped copy (int8 or float) that runs faster on this CPU; --exact: int8, as always."""
-        o = self.options
-        if o.model or o.exact or CUDA in self.providers:
-            return o.model
-        return choose_default_model()
+        return model_path_for(self.options, self.providers)
 
     def _max_side(self) -> int:
         return self.options.image_max_side if self.per_image else self.options.det_max_side
@@ -382,6 +385,18 @@ def _image_meta(info, images: list[dict], src: VideoSource) -> dict:
     return {"images": images, "skipped_images": list(src.skipped_images)}
 
 
+def _resume_identity(info, o: AnalyzeOptions) -> dict:
+    """What :meth:`~emoreel.stitch.ResumePlan.check` compares, without loading the models: options, model, input."""
+    from .emotion import resolve_model, sha256_file
+
+    try:
+        sha = sha256_file(resolve_model(model_path_for(o, providers_for(o.device)[0])))
+    except OSError:
+        sha = None  # no such model: not the one the run used
+    path = str(Path(info.path).resolve()) if info.kind != "camera" else info.path
+    return {"params": o.to_dict(), "model": {"sha256": sha}, "input": {"path": path, "frame_count": info.frame_count}}
+
+
 @dataclass
 class RunSummary:
     """What a finished (or interrupted) ``analyze_to_dir`` run did."""
@@ -429,7 +444,9 @@ def analyze_to_dir(
         from .stitch import plan_resume
 
         plan = plan_resume(out_dir, o)  # None: nothing written yet, a fresh run
-        if plan is not None and plan.complete:
+        if plan is not None and plan.complete:  # nothing left to do, if it is a run of this input and these options
+            with _open(source, o) as src:
+                plan.check(_resume_identity(src.info, o))
             return plan.summary()
     check_output_dir(out_dir, force or plan is not None)  # before the models load
     src = _open(source, plan.source_options(o) if plan else o)

@@ -51,14 +51,20 @@ _STR = {"person", "match", "emotion", "emotion_smooth", "reject_reason", "source
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
+def _quoted(text: str) -> bool:
+    # a formula start, also behind apostrophes (so a name that itself starts with "'=" round-trips)
+    return text.lstrip("'").startswith(FORMULA_START)
+
+
 def csv_safe(text: str) -> str:
-    """A name for a CSV cell that a spreadsheet will not run as a formula: a leading ``= + - @`` gets a ``'``."""
-    return "'" + text if text and text.startswith(FORMULA_START) else text
+    """A name for a CSV cell that a spreadsheet will not run as a formula: a leading ``= + - @`` gets a ``'``
+    (as does a name whose leading ``'`` are followed by one, so :func:`csv_unsafe` gives it back unchanged)."""
+    return "'" + text if text and _quoted(text) else text
 
 
 def csv_unsafe(text: str) -> str:
     """The name :func:`csv_safe` was given."""
-    return text[1:] if text.startswith("'") and text[1:2] and text[1:].startswith(FORMULA_START) else text
+    return text[1:] if text.startswith("'") and _quoted(text[1:]) else text
 
 
 def write_error(path: Path, e: OSError) -> OutputError:

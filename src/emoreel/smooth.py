@@ -69,9 +69,12 @@ class EmotionSmoother:
     label abstains ("") once ``repeat`` frames in a row are unsure, and comes back
     once ``repeat`` frames agree on a label above it (abstaining and returning are
     smoothed like any other change; measured in docs/benchmarks.md, "Flicker").
+    ``hysteresis``: a label already held keeps its vote down to ``min_prob - hysteresis``,
+    so a probability hovering at the threshold does not toggle the label on and off.
     """
 
-    def __init__(self, classes: Sequence[str], repeat: int = 3, ema: float = 0.5, min_prob: float = 0.0):
+    def __init__(self, classes: Sequence[str], repeat: int = 3, ema: float = 0.5, min_prob: float = 0.0,
+                 hysteresis: float = 0.05):  # fmt: skip
         Repeater(repeat), EMA(ema)  # validate now, not on the first face
         if not len(classes):
             raise ValueError("classes must not be empty")
@@ -79,6 +82,7 @@ class EmotionSmoother:
             raise ValueError(f"min-prob must be in [0, 1) (got {min_prob})")
         self.classes, self.repeat, self.ema = tuple(classes), int(repeat), float(ema)
         self.min_prob = float(min_prob)
+        self.hysteresis = float(hysteresis) if self.min_prob > 0 else 0.0
         self._state: dict[int, tuple[EMA, Repeater]] = {}
 
     def update(self, track_id: int, probs: Sequence[float] | np.ndarray) -> tuple[str, float]:
@@ -99,7 +103,8 @@ class EmotionSmoother:
         if np.isfinite(p).all():
             v = ema.update(p)
             k = int(np.argmax(v))
-            rep.update(self.classes[k] if v[k] >= self.min_prob else "")
+            held = self.classes[k] == rep.stable  # the top class is the label already shown: hold it a little longer
+            rep.update(self.classes[k] if v[k] >= self.min_prob - (self.hysteresis if held else 0.0) else "")
         label = rep.stable
         return label, (float(ema.value[self.classes.index(label)]) if label else math.nan)
 

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from .config import AnalyzeOptions
-from .errors import DataError, InputError
-from .results import COLUMNS, RESULTS_CSV, RUN_JSON, SCHEMA, atomic_write_text, now_iso
+from .errors import DataError, InputError, OutputError
+from .results import COLUMNS, RESULTS_CSV, RUN_JSON, SCHEMA, atomic_write_text, now_iso, write_error
 from .smooth import EmotionSmoother
 from .track import iou_matrix, linear_assignment
 from .types import EMOTIONS
@@ -337,15 +337,24 @@ def plan_resume(out_dir: str | Path, o: AnalyzeOptions) -> ResumePlan | None:
 
 
 def write_rows(path: Path, header: list[str], rows: list[list[str]]) -> None:
-    """Write a results.csv atomically."""
+    """Write a results.csv atomically (:class:`OutputError` if it cannot be written; no temporary file is left)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(header)
-        w.writerows(rows)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh, lineterminator="\n")
+            w.writerow(header)
+            w.writerows(rows)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise write_error(path, e) from None
+        raise
 
 
 # -- one video in parts -----------------------------------------------------------------------
@@ -422,7 +431,10 @@ def merge_parts(parts: list[Part], part_dirs: list[Path], out_dir: Path, o: Anal
         if meta is None or not meta.get("complete"):
             raise DataError(f"part {part.index} in {d} is not complete")
         metas.append(meta)
-        h, rows = read_rows(d / RESULTS_CSV)
+        try:
+            h, rows = read_rows(d / RESULTS_CSV)
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            raise DataError(f"part {part.index} in {d}: cannot read {RESULTS_CSV}: {getattr(e, 'strerror', None) or e}") from None
         if header is None:
             header = h
         elif h != header:
@@ -482,7 +494,10 @@ def merge_parts(parts: list[Part], part_dirs: list[Path], out_dir: Path, o: Anal
                 t = int(r[ix["track_id"]])
                 if t in persons:
                     r[ix["person"]] = persons[t]
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create {out_dir}: {e.strerror or e}") from None
     write_rows(out_dir / RESULTS_CSV, header, merged)
     first = metas[0]
     tracks = {int(r[ix["track_id"]]) for r in merged}
@@ -508,7 +523,10 @@ def merge_parts(parts: list[Part], part_dirs: list[Path], out_dir: Path, o: Anal
     if all_persons:
         meta["persons"] = all_persons
     meta.pop("last_frame", None)
-    atomic_write_text(out_dir / RUN_JSON, json.dumps(meta, indent=2, default=str) + "\n")
+    try:
+        atomic_write_text(out_dir / RUN_JSON, json.dumps(meta, indent=2, default=str) + "\n")
+    except OSError as e:
+        raise write_error(out_dir / RUN_JSON, e) from None
     return meta
 
 

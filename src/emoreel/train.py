@@ -390,7 +390,8 @@ def train(
         if tuple(saved.widths) != tuple(cfg.widths) or saved.arch != cfg.arch:
             raise EmoreelError(f"{last}: checkpoint is {saved.arch} with widths {tuple(saved.widths)}, not {cfg.arch} with widths {tuple(cfg.widths)}")
         # everything from the checkpoint but the length of the run (and the device's batch size)
-        cfg = replace(saved, epochs=cfg.epochs, images=cfg.images or saved.images, threads=cfg.threads)
+        cfg = replace(saved, epochs=cfg.epochs, images=cfg.images or saved.images, threads=cfg.threads,
+                      batch_size=cfg.batch_size)
         model.load_state_dict(_float(ck["model"]))
         opt.load_state_dict(_float(ck["optimizer"]))
         gen.set_state(ck["generator"])
@@ -516,6 +517,8 @@ def init_from_onnx(model, onnx_path: str | Path, images: np.ndarray, cfg: TrainC
 
     from .emotion import read_card, sha256_file
 
+    if cfg.arch != "emonet":
+        raise EmoreelError(f"--init from an exported .onnx works for EmoNet only, not {cfg.arch}: start from a checkpoint")
     card = read_card(onnx_path)
     if "quantization" in card:
         raise EmoreelError(f"{onnx_path} is an int8 model: start from its float source")

@@ -42,7 +42,7 @@ def _encodable(path: str) -> bool:
 
 
 def image_size(path: str) -> tuple[int, int] | None:
-    """(width, height) from an image file's header (PNG, JPEG, BMP, WebP, GIF) without decoding it; None if unknown."""
+    """(width, height) from an image file's header (PNG, JPEG, BMP, WebP, GIF, TIFF) without decoding it; None if unknown."""
     import struct
 
     try:
@@ -67,6 +67,8 @@ def image_size(path: str) -> tuple[int, int] | None:
                     w, h = struct.unpack("<HH", chunk[14:18])
                     return w & 0x3FFF, h & 0x3FFF
                 return None
+            if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):  # TIFF / BigTIFF: the first IFD
+                return _tiff_size(fh, head)
             if head[:2] == b"\xff\xd8":  # JPEG: walk the markers to the frame header
                 fh.seek(2)
                 while True:
@@ -86,6 +88,33 @@ def image_size(path: str) -> tuple[int, int] | None:
                     fh.seek(n - 2, os.SEEK_CUR)
     except (OSError, struct.error):
         return None
+    return None
+
+
+def _tiff_size(fh, head: bytes) -> tuple[int, int] | None:
+    """(width, height): tags 256/257 of a TIFF's (or BigTIFF's) first image file directory."""
+    import struct
+
+    e = "<" if head[:2] == b"II" else ">"
+    big = head[2:4] in (b"+\x00", b"\x00+")
+    if big:
+        (ifd,) = struct.unpack(e + "Q", head[8:16])
+        count_fmt, entry_fmt, entry_len = "Q", "HHQ8s", 20
+    else:
+        (ifd,) = struct.unpack(e + "I", head[4:8])
+        count_fmt, entry_fmt, entry_len = "H", "HHI4s", 12
+    fh.seek(ifd)
+    (n,) = struct.unpack(e + count_fmt, fh.read(struct.calcsize(count_fmt)))
+    found: dict[int, int] = {}
+    for _ in range(min(n, 4096)):
+        tag, typ, _count, value = struct.unpack(e + entry_fmt, fh.read(entry_len))
+        if tag in (256, 257):
+            fmt = {3: "H", 4: "I", 16: "Q"}.get(typ)  # SHORT, LONG, LONG8
+            if fmt is None:
+                return None
+            found[tag] = struct.unpack(e + fmt, value[: struct.calcsize(fmt)])[0]
+            if len(found) == 2:
+                return found[256], found[257]
     return None
 
 

@@ -9,7 +9,10 @@ def quiet_opencv() -> None:
 
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # read when cv2 is first imported
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # libav's own lines about damaged frames: quiet
-    import cv2
+    try:
+        import cv2
+    except ImportError:  # a training-only machine (torch and numpy): nothing to quieten
+        return
 
     try:
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)

@@ -82,11 +82,11 @@ def run(args) -> int:
         summary = run_batch(args.inputs, args.out, opts, engine=args.engine, workers=workers, address=args.address,
                             retries=args.retries, split=args.split, chunk_minutes=args.chunk_minutes,
                             recursive=args.recursive, progress=bar)  # fmt: skip
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         bar.close()
         print(f"emoreel: interrupted after {time.perf_counter() - t0:.0f} s; finished videos are kept, the rest are marked "
               f"incomplete in {args.out}/batch.csv; run the same command to resume", file=sys.stderr)  # fmt: skip
-        return 130
+        return 128 + e.signum if hasattr(e, "signum") else 130  # SIGTERM/SIGHUP: 143/129, like analyze
     finally:
         bar.close()
     print(summary.line())

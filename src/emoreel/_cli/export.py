@@ -71,18 +71,23 @@ def export_and_evaluate(checkpoint, out, data_path=None, split="val", int8=None,
 
 
 def _calibrate_into_card(onnx_path, data, split) -> str:
-    """Fit the model's softmax temperature on ``data`` (with mirror averaging, as analyze runs it) into its card."""
+    """Fit the model's softmax temperature on ``data`` into its card.
+
+    Fitted on single-view probabilities, where ``softmax(logits / T)`` is exactly what the runtime
+    computes per view (with test-time augmentation it then averages the calibrated views).
+    """
     from ..emotion import fit_temperature, read_card, write_card
     from ..evaluate import load_model, predict_dataset
 
     card = read_card(onnx_path)
     card.setdefault("output", {}).pop("temperature", None)
     write_card(onnx_path, card)
-    probs = predict_dataset(load_model(onnx_path), data, tta=True)
+    probs = predict_dataset(load_model(onnx_path), data, tta=False)
     cal = fit_temperature(probs, data.labels)
     card["output"]["temperature"] = cal["temperature"]
-    card["calibration"] = {**cal, "fitted_on": f"{split} ({len(data)} faces), mirror-averaged probabilities",
-                           "note": "probabilities are softmax(logits / temperature); accuracy does not change"}
+    card["calibration"] = {**cal, "fitted_on": f"{split} ({len(data)} faces), one view per face",
+                           "note": "probabilities are softmax(logits / temperature) per view (mirror or crops are "
+                                   "then averaged); the single-view argmax, so its accuracy, does not change"}
     write_card(onnx_path, card)
     return (f"calibrated {onnx_path}: temperature {cal['temperature']}, expected calibration error "
             f"{cal['ece_before']:.3f} -> {cal['ece_after']:.3f}")

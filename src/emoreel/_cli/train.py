@@ -19,7 +19,9 @@ def register(sub) -> None:
     t.add_argument("--train-split", default="train", help="split of --data to train on (default train)")
     t.add_argument("--val-split", default="val", help="split of --data that picks best.pt (default val: FER2013 PublicTest)")
     t.add_argument("--epochs", type=int, help="total epochs (default 60, or the checkpoint's with --resume)")
-    t.add_argument("--batch-size", type=int, default=128, help="faces per training step (default 128)")
+    t.add_argument("--batch-size", type=int, default=None,
+                   help="faces per training step (default 128; with --resume the checkpoint's unless given; with "
+                   "--images the schedule stays the same when a GPU machine uses larger batches)")
     t.add_argument("--lr", type=float, default=0.05, help="peak learning rate (default 0.05)")
     t.add_argument("--arch", choices=("emonet", "vgg"), default=None,
                    help="emonet (default): residual CNN, 1.2 M parameters (the shipped model); vgg: VGG trunk + global "
@@ -67,7 +69,9 @@ def run(args) -> int:
     if saved:  # resuming: the network is the checkpoint's unless given
         args.arch = args.arch or saved.get("arch", "emonet")
         args.widths = args.widths or ",".join(str(w) for w in saved["widths"])
+        args.batch_size = args.batch_size or int(saved.get("batch_size", 128))
     args.arch = args.arch or "emonet"
+    args.batch_size = args.batch_size or 128
     if epochs is None:
         epochs = checkpoint_epochs(args.out) if args.resume else None
     cfg = TrainConfig(

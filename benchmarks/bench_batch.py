@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -25,18 +24,10 @@ from pathlib import Path
 
 import cv2
 
+from emoreel.runtime import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 EMOREEL = [sys.executable, "-m", "emoreel"]
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def loop_video(src: Path, dst: Path, seconds: float) -> Path:

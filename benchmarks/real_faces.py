@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -35,6 +34,7 @@ from emoreel.align import estimate_yaw  # noqa: E402
 from emoreel.config import AnalyzeOptions  # noqa: E402
 from emoreel.evaluate import evaluate_photos  # noqa: E402
 from emoreel.pipeline import Analyzer  # noqa: E402
+from emoreel.runtime import cpu_model  # noqa: E402
 from emoreel.video import read_frames  # noqa: E402
 
 PHOTOS = [  # (path, [(label, crop as fractions x0, y0, x1, y1 of the image or None)])
@@ -48,16 +48,6 @@ PHOTOS = [  # (path, [(label, crop as fractions x0, y0, x1, y1 of the image or N
 CLIP = SHARED / "video" / "short_hamilton_clip.mp4"
 CLIP_FRAMES = range(225, 275)
 CLIP_FACES = [("happy", (83, 99)), ("happy", (196, 131)), ("happy", (355, 92)), ("happy", (420, 132))]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def degrade(img: np.ndarray, kind: str) -> np.ndarray:

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from .batch import BATCH_CSV, batch_videos
-from .errors import EmoreelError, InputError, OutputError
-from .results import atomic_write_text, load_results
+from .errors import EmoreelError, InputError
+from .results import load_results
 from .types import EMOTIONS
 
 log = logging.getLogger(__name__)
@@ -92,12 +92,7 @@ def render_batch(root: str | Path, out_path: Path | None = None, **kw) -> str:
 
 def write_batch_report(root: str | Path, out_path: str | Path, force: bool = False, **kw) -> Path:
     """Write :func:`render_batch` of ``root`` to ``out_path`` (atomically)."""
-    from .report import check_output
+    from .report import check_output, write_page
 
     out = check_output(out_path, force)
-    page = render_batch(root, out, **kw)
-    try:
-        atomic_write_text(out, page)
-    except OSError as e:
-        raise OutputError(f"cannot write {out}: {e.strerror}") from None
-    return out
+    return write_page(out, render_batch(root, out, **kw))

@@ -648,7 +648,11 @@ def write_report(res: Results, out_path: str | Path, video: Path | str | None = 
     """
     out = check_output(out_path, force)
     kw.setdefault("video_href", video_link(video, out))
-    page = render(res, video, **kw)
+    return write_page(out, render(res, video, **kw))
+
+
+def write_page(out: Path, page: str) -> Path:
+    """Write a rendered page atomically; a failure is one line."""
     try:
         atomic_write_text(out, page)
     except OSError as e:

@@ -284,25 +284,25 @@ def _atomic_torch_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _half(state):
-    """A state dict (or optimizer state, nested) with float32 tensors stored as float16."""
+def _cast(state, src: "torch.dtype", dst: "torch.dtype"):
+    """A state dict (or optimizer state, nested) with its ``src`` tensors stored as ``dst``."""
     if isinstance(state, dict):
-        return {k: _half(v) for k, v in state.items()}
+        return {k: _cast(v, src, dst) for k, v in state.items()}
     if isinstance(state, list):
-        return [_half(v) for v in state]
-    if torch.is_tensor(state) and state.dtype == torch.float32:
-        return state.half()
+        return [_cast(v, src, dst) for v in state]
+    if torch.is_tensor(state) and state.dtype == src:
+        return state.to(dst)
     return state
+
+
+def _half(state):
+    """float32 tensors of a (nested) state stored as float16: compact checkpoints."""
+    return _cast(state, torch.float32, torch.float16)
 
 
 def _float(state):
-    if isinstance(state, dict):
-        return {k: _float(v) for k, v in state.items()}
-    if isinstance(state, list):
-        return [_float(v) for v in state]
-    if torch.is_tensor(state) and state.dtype == torch.float16:
-        return state.float()
-    return state
+    """float16 tensors of a (nested) state back to float32."""
+    return _cast(state, torch.float16, torch.float32)
 
 
 def _lr_at(step: float, total: float, warm: float, base: float) -> float:

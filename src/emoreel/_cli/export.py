@@ -80,11 +80,11 @@ def _calibrate_into_card(onnx_path, data, split) -> str:
     from ..evaluate import load_model, predict_dataset
 
     card = read_card(onnx_path)
-    card.setdefault("output", {}).pop("temperature", None)
-    write_card(onnx_path, card)
-    probs = predict_dataset(load_model(onnx_path), data, tta=False)
+    model = load_model(onnx_path)
+    model.temperature = 1.0  # the fit starts from the raw softmax, whatever the card says now
+    probs = predict_dataset(model, data, tta=False)
     cal = fit_temperature(probs, data.labels)
-    card["output"]["temperature"] = cal["temperature"]
+    card.setdefault("output", {})["temperature"] = cal["temperature"]
     card["calibration"] = {**cal, "fitted_on": f"{split} ({len(data)} faces), one view per face",
                            "note": "probabilities are softmax(logits / temperature) per view (mirror or crops are "
                                    "then averaged); the single-view argmax, so its accuracy, does not change"}

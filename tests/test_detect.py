@@ -234,3 +234,70 @@ def test_centerface_on_the_shared_clip():
         i += 1
     cap.release()
     assert i == 275
+
+
+def _windows_match_whole_frame(det, frames, max_share: float = 1.0) -> int:
+    """Windows around the whole-frame faces find the same faces (box, eyes, score) wherever the windows cost
+    at most ``max_share`` of the whole frame (as the fast default uses them); returns the frames checked."""
+    from emoreel.track import iou_matrix
+
+    checked = found = total = extra = 0
+    box_err, eye_err, score_err = [], [], []
+    for img in frames:
+        whole = det.detect(img)
+        h, w = img.shape[:2]
+        regions = det.regions(w, h, whole.boxes, max_share=max_share)
+        if not len(whole) or regions is None:
+            continue
+        near = det.detect_regions(img, regions)
+        checked += 1
+        total += len(whole)
+        iou = iou_matrix(whole.boxes, near.boxes) if len(near) else np.zeros((len(whole), 0))
+        for i in range(len(whole)):
+            if iou.shape[1] and iou[i].max() > 0.5:
+                j, side = int(iou[i].argmax()), whole.widths[i]
+                found += 1
+                box_err.append(np.abs(whole.boxes[i] - near.boxes[j]).max() / side)
+                eye_err.append(np.abs(whole.landmarks[i, :2] - near.landmarks[j, :2]).max() / side)
+                score_err.append(abs(whole.scores[i] - near.scores[j]))
+        extra += max(0, len(near) - len(whole))
+    if total:
+        assert found >= 0.95 * total and extra <= 0.05 * total, (found, extra, total)
+        assert np.percentile(box_err, 95) < 0.1 and np.percentile(eye_err, 95) < 0.1, (box_err, eye_err)
+        assert np.percentile(score_err, 95) < 0.05, score_err
+    return checked
+
+
+def test_windows_around_faces_find_what_the_whole_frame_finds(tmp_path):
+    """The fast default detects between keyframes only around known faces: it must see them as a whole-frame run does."""
+    from emoreel.video import open_source
+
+    det = create_detector("centerface", max_side=320, min_face=40)
+    with open_source(make_example_video(tmp_path / "example.mp4")) as src:
+        frames = [f.image for f in src if f.index % 15 == 0]
+    assert _windows_match_whole_frame(det, frames) == len(frames)
+    img = frames[0]
+    regions = det.regions(img.shape[1], img.shape[0], det.detect(img).boxes, max_share=1.0)
+    assert len(regions) == 2 and all(r.zoom == 1.0 for r in regions)
+    assert all(v % det.region_grid == 0 or v in (img.shape[1] // 2, img.shape[0] // 2) for r in regions for v in r[:4])
+    cost = sum((r.x1 - r.x0) * (r.y1 - r.y0) for r in regions)
+    assert cost < 320 * 180  # fewer pixels than the whole working frame
+    assert det.regions(img.shape[1], img.shape[0], det.detect(img).boxes, max_share=0.1) is None  # too costly: whole
+    assert len(det.detect_regions(img, [])) == 0
+
+
+@pytest.mark.skipif(not CLIP.exists(), reason="../shared/data/video/short_hamilton_clip.mp4 not present")
+def test_windows_match_the_whole_frame_on_real_footage():
+    """Audience faces near the threshold, a pianist, a singer close-up (zoomed windows) at 720p."""
+    det = create_detector("centerface", max_side=320, min_face=40)
+    cap = cv2.VideoCapture(str(CLIP))
+    frames, i = [], 0
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        if i % 5 == 0:
+            frames.append(cv2.resize(img, (1280, 720), interpolation=cv2.INTER_LINEAR))
+        i += 1
+    cap.release()
+    assert _windows_match_whole_frame(det, frames, max_share=0.5) >= 25  # as the fast default uses them

@@ -36,6 +36,7 @@ import os
 from abc import ABC, abstractmethod
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -84,7 +85,21 @@ def as_bgr(image: np.ndarray) -> np.ndarray:
     raise InputError(f"a detector needs an H x W x 3 BGR image, got shape {image.shape}")
 
 
+REGION_MARGIN = 1.0  # detect_regions: context around a tracked face, in face sizes per side
+REGION_MIN_PAD, REGION_MAX_PAD = 24, 48  # ... but at least / at most this many working-scale pixels
+REGION_FACE_PX = 128  # ... and a face over 1.5x this size is looked for zoomed out to this size
+REGION_MAX_SHARE = 0.5  # beyond this share of the frame in windows, detect the whole frame
 MAX_WORKING_SIDE = 4096  # detection never works on more than this many pixels a side (memory stays bounded)
+
+
+class Region(NamedTuple):
+    """A window of :meth:`ScaledDetector.detect_regions`: working-scale pixels, and a further zoom (1 = none)."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    zoom: float
 
 
 class ScaledDetector(FaceDetector):
@@ -99,6 +114,7 @@ class ScaledDetector(FaceDetector):
     """
 
     smallest_face_px = 16  # the smallest face (box side, working-scale pixels) the backend finds reliably
+    region_grid = 32  # windows of detect_regions start and end on this grid (CenterFace: its coarsest stride)
 
     def __init__(self, threshold: float = 0.5, max_side: int = 640, min_face: int = 0):
         if not 0.0 <= float(threshold) <= 1.0:
@@ -121,25 +137,140 @@ class ScaledDetector(FaceDetector):
 
     def detect(self, image: np.ndarray) -> Faces:
         image = as_bgr(image)
+        small, _ = self._scaled(image)
+        return self._to_image(image, small, self._detect(small))
+
+    def _scaled(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        """``image`` at the working scale (the same pixels whichever method detects) and that scale."""
         h, w = image.shape[:2]
         scale = self.working_scale(w, h)
-        small = image
-        if scale != 1.0:
-            # bilinear is 4x cheaper than area averaging and detects the same below 2x
-            interp = cv2.INTER_LINEAR if scale >= 0.5 else cv2.INTER_AREA
-            small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=interp)
-        faces = self._detect(small)
+        if scale == 1.0:
+            return image, scale
+        # bilinear is 4x cheaper than area averaging and detects the same below 2x
+        interp = cv2.INTER_LINEAR if scale >= 0.5 else cv2.INTER_AREA
+        return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=interp), scale
+
+    def _to_image(self, image: np.ndarray, small: np.ndarray, faces: Faces) -> Faces:
+        """Working-scale detections over ``threshold`` back in ``image`` pixels, refined."""
         faces = faces[faces.scores >= self.threshold]
-        if scale != 1.0:
+        if small.shape[:2] != image.shape[:2]:
             # exact factors per axis (rounding the size changes the aspect a little)
-            fx, fy = w / small.shape[1], h / small.shape[0]
+            fx, fy = image.shape[1] / small.shape[1], image.shape[0] / small.shape[0]
             faces.boxes *= np.float32([fx, fy, fx, fy])
             faces.landmarks *= np.float32([fx, fy])
         return self._refine(image, faces) if len(faces) else faces
 
+    def detect_seeds(self, image: np.ndarray, floor: float) -> tuple[Faces, np.ndarray]:
+        """:meth:`detect`, and the boxes (image pixels) of the weaker candidates scoring at least ``floor``.
+
+        The candidates are where a face near the threshold may be found on the next frames
+        (:meth:`regions` looks there too). The faces are exactly those of :meth:`detect`.
+        """
+        image = as_bgr(image)
+        small, _ = self._scaled(image)
+        raw = self._detect(small, min(float(floor), self.threshold))
+        weak = raw[(raw.scores >= floor) & (raw.scores < self.threshold)]
+        fx, fy = image.shape[1] / small.shape[1], image.shape[0] / small.shape[0]
+        return self._to_image(image, small, raw), weak.boxes * np.float32([fx, fy, fx, fy])
+
+    def regions(self, width: int, height: int, boxes: np.ndarray, margin: float = REGION_MARGIN,
+                max_share: float = REGION_MAX_SHARE, max_pad: int = REGION_MAX_PAD,
+                face_px: int = REGION_FACE_PX) -> list[Region] | None:
+        """Windows around ``boxes`` (image pixels, xyxy) for :meth:`detect_regions`, or None.
+
+        Each box grows by ``margin`` times its longer side on every side, by at most
+        ``max_pad`` working-scale pixels. A face up to ``1.5 * face_px`` working pixels
+        gets a window at the working scale whose corners snap outwards to the detector
+        grid (:attr:`region_grid`), so the network sees the pixels as a whole-frame run
+        does; overlapping such windows merge. A larger face gets its own window zoomed out
+        until the face is ``face_px`` wide (detected faces that size are as reliable; it
+        costs a fraction of the pixels). None when the windows would cost more than
+        ``max_share`` of a whole-frame detection (in pixels): detect the whole frame then.
+        """
+        scale = self.working_scale(width, height)
+        sw, sh = max(1, round(width * scale)), max(1, round(height * scale))
+        g = self.region_grid
+        grid, zoomed = [], []
+        for x0, y0, x1, y1 in np.asarray(boxes, np.float64).reshape(-1, 4) * scale:
+            side = max(x1 - x0, y1 - y0, 1.0)
+            zoom = face_px / side if side > 1.5 * face_px else 1.0
+            pad = min(max(margin * side, REGION_MIN_PAD), max_pad / zoom)
+            if zoom < 1.0:
+                r = [max(0, int(x0 - pad)), max(0, int(y0 - pad)), min(sw, int(math.ceil(x1 + pad))), min(sh, int(math.ceil(y1 + pad)))]
+                if r[2] > r[0] and r[3] > r[1]:
+                    zoomed.append(Region(*r, zoom))
+                continue
+            r = [max(0, int((x0 - pad) // g * g)), max(0, int((y0 - pad) // g * g)),
+                 min(sw, int(-(-(x1 + pad) // g) * g)), min(sh, int(-(-(y1 + pad) // g) * g))]  # fmt: skip
+            if r[2] > r[0] and r[3] > r[1]:
+                grid.append(r)
+        merged = True
+        while merged:  # union overlapping windows until none overlap
+            merged = False
+            for i in range(len(grid)):
+                for j in range(i + 1, len(grid)):
+                    a, b = grid[i], grid[j]
+                    if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
+                        grid[i] = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
+                        del grid[j]
+                        merged = True
+                        break
+                if merged:
+                    break
+        out = [Region(*r, 1.0) for r in grid] + zoomed
+        cost = sum((r.x1 - r.x0) * (r.y1 - r.y0) * r.zoom**2 for r in out)
+        return None if cost > max_share * sw * sh else out
+
+    def detect_regions(self, image: np.ndarray, regions: list[Region]) -> Faces:
+        """Faces inside the windows ``regions`` (from :meth:`regions`), in image pixels.
+
+        What :meth:`detect` finds there, at a fraction of the cost: each window is detected
+        on its own (a zoom-1 window as a slice of the working-scale frame, a zoomed one
+        resized from the image). A face whose box reaches a window's edge (other than the
+        frame's) is dropped, as the window may cut it; duplicates of overlapping windows
+        are suppressed.
+        """
+        image = as_bgr(image)
+        h, w = image.shape[:2]
+        scale = self.working_scale(w, h)
+        small = None
+        found = []
+        for r in regions:
+            if r.zoom == 1.0:
+                if small is None:
+                    small, _ = self._scaled(image)
+                win = small[r.y0:r.y1, r.x0:r.x1]
+                fx, fy = w / small.shape[1], h / small.shape[0]
+                ox, oy = r.x0 * fx, r.y0 * fy
+                edge = (r.x0 == 0, r.y0 == 0, r.x1 >= small.shape[1], r.y1 >= small.shape[0])
+            else:
+                ix0, iy0 = int(r.x0 / scale), int(r.y0 / scale)
+                ix1, iy1 = min(w, int(math.ceil(r.x1 / scale))), min(h, int(math.ceil(r.y1 / scale)))
+                z = scale * r.zoom
+                size = (max(1, round((ix1 - ix0) * z)), max(1, round((iy1 - iy0) * z)))
+                win = cv2.resize(image[iy0:iy1, ix0:ix1], size, interpolation=cv2.INTER_LINEAR if z >= 0.5 else cv2.INTER_AREA)
+                fx, fy = (ix1 - ix0) / size[0], (iy1 - iy0) / size[1]
+                ox, oy = ix0, iy0
+                edge = (ix0 == 0, iy0 == 0, ix1 >= w, iy1 >= h)
+            f = self._detect(win)
+            if not len(f):
+                continue
+            b, (wh, ww) = f.boxes, win.shape[:2]
+            inside = (((b[:, 0] > 0.5) | edge[0]) & ((b[:, 1] > 0.5) | edge[1])
+                      & ((b[:, 2] < ww - 0.5) | edge[2]) & ((b[:, 3] < wh - 0.5) | edge[3]))  # fmt: skip
+            f = f[inside & (f.scores >= self.threshold)]
+            f.boxes = f.boxes * np.float32([fx, fy, fx, fy]) + np.float32([ox, oy, ox, oy])
+            f.landmarks = f.landmarks * np.float32([fx, fy]) + np.float32([ox, oy])
+            found.append(f)
+        faces = Faces.concat(found)
+        if len(found) > 1 and len(faces):
+            faces = faces[nms(faces.boxes, faces.scores, getattr(self, "nms_iou", 0.3))]
+        return self._refine(image, faces) if len(faces) else faces
+
     @abstractmethod
-    def _detect(self, image: np.ndarray) -> Faces:
-        """Faces in an image already at the working scale (scores under ``threshold`` are dropped after)."""
+    def _detect(self, image: np.ndarray, floor: float | None = None) -> Faces:
+        """Faces in an image already at the working scale (scores under ``threshold`` are dropped after;
+        a backend that drops weak candidates itself keeps those scoring at least ``floor`` when given)."""
 
     def _refine(self, image: np.ndarray, faces: Faces) -> Faces:
         """Hook: fill landmarks from the full-resolution ``image`` (default: unchanged)."""
@@ -289,11 +420,11 @@ class CenterFaceDetector(ScaledDetector):
             blob[0, c, :h, :w] = image[:, :, 2 - c]
         return blob
 
-    def _detect(self, image: np.ndarray) -> Faces:
+    def _detect(self, image: np.ndarray, floor: float | None = None) -> Faces:
         h, w = image.shape[:2]
         heat, size, offset, lms = self.session.run(list(_CF_OUTPUTS), {"input.1": self._input(image)})
         heat = heat[0, 0]
-        rows, cols = np.nonzero(heat >= self.threshold)
+        rows, cols = np.nonzero(heat >= (self.threshold if floor is None else floor))
         if len(rows) == 0:
             return Faces.empty()
         scores = heat[rows, cols]
@@ -362,7 +493,7 @@ class HaarDetector(ScaledDetector):
         self.smallest_face_px = self.min_size  # the cascade's own minimum window
         self.score_scale, self.eye_band, self.eye_face_px = float(score_scale), float(eye_band), int(eye_face_px)
 
-    def _detect(self, image: np.ndarray) -> Faces:
+    def _detect(self, image: np.ndarray, floor: float | None = None) -> Faces:
         grey = cv2.equalizeHist(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
         rects, _, weights = self.face.detectMultiScale3(
             grey, self.scale_factor, self.min_neighbors, minSize=(self.min_size, self.min_size), outputRejectLevels=True
@@ -440,7 +571,7 @@ class HogDetector(ScaledDetector):
         self.predictor = dlib.shape_predictor(str(path))
         self.upsample = int(upsample)
 
-    def _detect(self, image: np.ndarray) -> Faces:
+    def _detect(self, image: np.ndarray, floor: float | None = None) -> Faces:
         rgb = np.ascontiguousarray(image[:, :, ::-1])
         rects, margins, _ = self.detector.run(rgb, self.upsample, -0.5)
         if not rects:

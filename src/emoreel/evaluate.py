@@ -488,13 +488,8 @@ def evaluate_photos(
     try:
         with src:
             analyzer.use_source(src)
-            workers = max(1, o.threads)
-            if workers > 1:
-                pairs = _detect_parallel(analyzer, src, workers)
-            else:
-                pairs = ((fr, analyzer.prepare(fr, analyzer.detect(fr))) for fr in src)
             done = 0
-            for frame, faces in pairs:
+            for frame, faces, _, _ in _detect_parallel(analyzer, src, max(1, o.threads)):
                 out = outcomes[frame.index]
                 out.faces = len(faces)
                 ok = np.flatnonzero(faces.accepted & np.isfinite(faces.probs).all(1)) if len(faces) else np.zeros(0, int)

@@ -39,6 +39,7 @@ from .video import CutDetector, VideoSource, open_source
 log = logging.getLogger(__name__)
 
 UNKNOWN_PERSON = "unknown_person"
+SEED_MARGIN = 0.2  # fast schedule: keyframe candidates this far under the detector threshold are looked at again
 
 
 def model_path_for(o: AnalyzeOptions, providers: list[str]):
@@ -96,6 +97,8 @@ class Analyzer:
         # the fast default (schedule.py): adaptive detection, classification carried between frames
         self.schedule = None if o.exact else WorkSchedule(self.detect_interval, o.classify_every, o.det_threshold,
                                                               min_prob=o.min_prob)
+        # between keyframes the fast schedule detects near the faces (built-in detectors), else moves them
+        self.regions = self.schedule is not None and isinstance(self.detector, ScaledDetector)
         self.worker_detectors(max(1, o.threads))  # loaded now, not on the first frames
 
     def worker_detectors(self, n: int) -> list[FaceDetector]:
@@ -193,17 +196,23 @@ class Analyzer:
                 faces.reasons[i] = sub.reasons[j]
             self.schedule.classified_faces(n, faces, idx)
 
-    def process(self, frame: Frame, faces: Faces | None = None, prepared: bool = False) -> list[Observation]:
+    def is_cut(self, frame: Frame) -> bool:
+        """Whether ``frame`` starts a new shot (every image does); call once per frame, in order."""
+        return self.per_image or self.cuts.is_cut(frame.image)
+
+    def process(self, frame: Frame, faces: Faces | None = None, prepared: bool = False,
+                cut: bool | None = None) -> list[Observation]:
         """All stages after detection for one frame, in frame order.
 
         ``faces`` are this frame's detections (already through :meth:`prepare` when
         ``prepared``); when None, the frame is detected here, or, between keyframes of
         ``detect_every``, its faces are predicted from the tracks (a shot cut always
-        triggers a real detection).
+        triggers a real detection). ``cut``: :meth:`is_cut` of this frame when the caller
+        already asked (None: asked here).
         """
         o = self.options
         n, self.processed = self.processed, self.processed + 1
-        cut = self.per_image or self.cuts.is_cut(frame.image)
+        cut = self.is_cut(frame) if cut is None else cut
         if cut:  # an image is its own moment: no track continues into it
             self.tracker.reset()
             if self.schedule is not None:
@@ -217,6 +226,8 @@ class Analyzer:
         if faces is None:
             faces = self.tracker.predict_faces(frame.index) if predicted else self._detect_sync(frame)
             prepared = False
+            if not predicted:
+                self.count("keyframe")
         if not prepared:
             if predicted and self._fast:
                 self._prepare_predicted(frame, faces, n)
@@ -227,6 +238,11 @@ class Analyzer:
             if self._fast:
                 self.schedule.detected(n, faces, cut)
                 self.schedule.classified_faces(n, faces)
+        return self._finish(frame, faces)
+
+    def _finish(self, frame: Frame, faces: Faces) -> list[Observation]:
+        """After tracking and classification: end tracks, identify, smooth, make the frame's observations."""
+        o = self.options
         for tid in self.tracker.ended():
             self.smoother.forget(tid)
             if self.schedule is not None:
@@ -247,13 +263,56 @@ class Analyzer:
                 self.schedule.labels(ob.track_id, ob.emotion, ob.emotion_smooth)
         return obs
 
-    def _detect_sync(self, frame: Frame) -> Faces:
-        """Detect on the calling thread (its own detector when workers hold the main one)."""
+    def _calling_thread_detector(self) -> FaceDetector:
+        """The detector of the calling thread (its own when worker threads hold the main one)."""
         if self.options.threads <= 1:
-            return self.detect(frame)
+            return self.detector
         if self._sync_detector is None:
             self._sync_detector = self.new_detector()
-        return self._sync_detector.detect(frame.image)
+            if isinstance(self._sync_detector, ScaledDetector) and isinstance(self.detector, ScaledDetector):
+                self._sync_detector.max_side = self.detector.max_side  # use_source may have changed it
+        return self._sync_detector
+
+    def _detect_sync(self, frame: Frame) -> Faces:
+        """Detect on the calling thread."""
+        return self._calling_thread_detector().detect(frame.image)
+
+    def detect_group(self, frames: list[Frame], detector: FaceDetector | None = None) -> list[tuple[Faces | None, str]]:
+        """Detect and :meth:`prepare` a group: a keyframe (or shot cut) and the frames up to the next one.
+
+        The first frame is detected whole. In the fast schedule with a built-in detector
+        every later frame is detected only in windows around the faces of the keyframe (and
+        its candidates scoring up to ``SEED_MARGIN`` under the threshold) and of the frame before it (:meth:`~emoreel.detect.ScaledDetector.detect_regions`: the
+        same detector at the same working scale, so the same boxes, landmarks and scores as
+        a whole-frame run where the windows reach), or whole when the windows would cover
+        most of the frame; a face that enters mid-group is found at the next keyframe.
+        Otherwise later frames get None (their faces are moved by the tracker in :meth:`process`).
+        Returns ``(faces, how)`` per frame, ``how`` one of ``keyframe``, ``regions``, ``whole``, ``""``.
+        No per-track state: safe on worker threads, each with its own ``detector``.
+        """
+        det = detector or self.detector
+        if not self.regions or len(frames) == 1:
+            first = self.prepare(frames[0], det.detect(frames[0].image))
+            return [(first, "keyframe")] + [(None, "")] * (len(frames) - 1)
+        first, weak = det.detect_seeds(frames[0].image, det.threshold - SEED_MARGIN)
+        out: list[tuple[Faces | None, str]] = [(self.prepare(frames[0], first), "keyframe")]
+        for frame in frames[1:]:
+            h, w = frame.image.shape[:2]
+            rects = det.regions(w, h, np.concatenate([first.boxes, weak, out[-1][0].boxes]))
+            if rects is None:
+                out.append((self.prepare(frame, det.detect(frame.image)), "whole"))
+            else:
+                faces = det.detect_regions(frame.image, rects) if rects else Faces.empty()
+                out.append((self.prepare(frame, faces), "regions"))
+        return out
+
+    def count(self, how: str) -> None:
+        """Record in run.json ``schedule`` how a frame was detected (see :meth:`detect_group`)."""
+        if self.schedule is None or not how:
+            return
+        c = self.schedule.counts
+        c["region_detections" if how == "regions" else "detections"] += 1
+        c["extra_detections"] += how == "whole"
 
     def _observations(self, frame: Frame, faces: Faces, matches, distances) -> list[Observation]:
         classes = self.model.classes
@@ -296,53 +355,72 @@ class Analyzer:
             det.close()
 
 
-def _detect_parallel(analyzer: Analyzer, frames: Iterable[Frame], workers: int) -> Iterator[tuple[Frame, Faces | None]]:
-    """Detect and :meth:`~Analyzer.prepare` up to ``workers`` frames at once, yielding
-    ``(frame, faces)`` in frame order (``faces`` is None between keyframes of ``detect_every``).
+def _groups(analyzer: Analyzer, frames: Iterable[Frame]) -> Iterator[list[tuple[Frame, bool]]]:
+    """``(frame, cut)`` pairs in detection groups: a group starts at each keyframe and at each shot cut."""
+    group: list[tuple[Frame, bool]] = []
+    for n, frame in enumerate(frames):
+        cut = analyzer.is_cut(frame)
+        if group and (cut or analyzer.is_keyframe(n)):
+            yield group
+            group = []
+        group.append((frame, cut))
+    if group:
+        yield group
+
+
+def _detect_parallel(analyzer: Analyzer, frames: Iterable[Frame], workers: int
+                     ) -> Iterator[tuple[Frame, Faces | None, bool, str]]:  # fmt: skip
+    """Detect and prepare :func:`_groups` of frames on ``workers`` threads (:meth:`Analyzer.detect_group`),
+    yielding ``(frame, faces, cut, how)`` in frame order (``faces`` None: moved by the tracker later).
 
     Each worker thread has its own detector (OpenCV cascades are not thread-safe;
-    onnxruntime releases the GIL), and at most ``2 * workers`` frames are in flight,
+    onnxruntime releases the GIL), and at most ``2 * workers`` groups are in flight,
     so memory stays flat. A worker's exception is re-raised here; stopping early
-    cancels what is queued and joins the threads.
+    cancels what is queued and joins the threads. With one worker the groups are
+    detected on the calling thread, the same way.
     """
+    if workers <= 1:
+        for group in _groups(analyzer, frames):
+            for (frame, cut), (faces, how) in zip(group, analyzer.detect_group([f for f, _ in group])):
+                yield frame, faces, cut, how
+        return
     local = threading.local()
     detectors = analyzer.worker_detectors(workers)
     lock = threading.Lock()
 
-    def detect(frame: Frame) -> Faces:
+    def detect(group: list[Frame]) -> list[tuple[Faces | None, str]]:
         det = getattr(local, "detector", None)
         if det is None:
             with lock:
                 det = local.detector = detectors.pop()
-        return analyzer.prepare(frame, det.detect(frame.image))
+        return analyzer.detect_group(group, det)
 
     pending: deque = deque()
+
+    def drain(fut_group):
+        group, fut = fut_group
+        for (frame, cut), (faces, how) in zip(group, fut.result()):
+            yield frame, faces, cut, how
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="emoreel-detect") as pool:
         try:
-            for n, frame in enumerate(frames):
-                pending.append((frame, pool.submit(detect, frame) if analyzer.is_keyframe(n) else None))
+            for group in _groups(analyzer, frames):
+                pending.append((group, pool.submit(detect, [f for f, _ in group])))
                 if len(pending) >= 2 * workers:
-                    fr, fut = pending.popleft()
-                    yield fr, fut.result() if fut else None
+                    yield from drain(pending.popleft())
             while pending:
-                fr, fut = pending.popleft()
-                yield fr, fut.result() if fut else None
+                yield from drain(pending.popleft())
         finally:
             for _, fut in pending:
-                if fut:
-                    fut.cancel()
+                fut.cancel()
 
 
 def iter_frames(analyzer: Analyzer, source: VideoSource) -> Iterator[tuple[Frame, list[Observation]]]:
     """(frame, observations) for every frame of ``source``; detection runs on ``threads`` workers."""
     analyzer.use_source(source)
-    workers = max(1, analyzer.options.threads)
-    if workers == 1:
-        for frame in source:
-            yield frame, analyzer.process(frame)
-        return
-    for frame, faces in _detect_parallel(analyzer, source, workers):
-        yield frame, analyzer.process(frame, faces, prepared=faces is not None)
+    for frame, faces, cut, how in _detect_parallel(analyzer, source, max(1, analyzer.options.threads)):
+        analyzer.count(how)
+        yield frame, analyzer.process(frame, faces, prepared=faces is not None, cut=cut)
 
 
 def _open(source, o: AnalyzeOptions) -> VideoSource:

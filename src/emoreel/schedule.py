@@ -2,21 +2,26 @@
 
 Faces move smoothly between shot cuts and emotions change over hundreds of
 milliseconds, so most per-frame work repeats what the previous frame found.
-:class:`WorkSchedule` decides, in frame order (so results never depend on the
-number of threads):
+Every decision is taken in frame order, so results never depend on the number
+of threads:
 
-* **detection**: on every ``detect_every``-th processed frame (keyframes, chosen
-  ahead so worker threads can detect them), at shot cuts, and on the ``settle``
-  frames after a detection where something changed — a new face (its track needs
-  a second detection for a velocity), a track lost, or a face scored within
-  ``weak_margin`` of the detector threshold. In between, tracked faces are moved
-  by their velocity (:meth:`~emoreel.track.Tracker.predict_faces`).
-* **classification**: every face of a detected frame; on the frames between,
-  a track is classified again only when it is due (``classify_every`` frames since
-  its last classification), while its raw label differs from its smoothed one (the
-  label is changing), or while its top-2 probability margin or the distance of its
-  top probability from ``min_prob`` (where the smoothed label abstains) is under
-  ``near_margin``; otherwise its last probabilities (and blur measure) are carried.
+* **detection**: the whole frame on every ``detect_every``-th processed frame
+  (keyframes) and at shot cuts. With the built-in detectors the frames in between
+  are detected only in windows around the faces of the keyframe (and its candidates
+  just under the threshold) and of the frame before
+  (:meth:`emoreel.pipeline.Analyzer.detect_group`,
+  :meth:`emoreel.detect.ScaledDetector.detect_regions`): the same detector at the
+  same scale, so the same boxes, landmarks and scores where the windows reach, at a
+  fraction of the pixels; a face that enters between keyframes is found at the next
+  one. Every detected face is classified, as with ``--exact``.
+* **custom detectors** (no windows): in between, tracked faces are moved by their
+  velocity (:meth:`~emoreel.track.Tracker.predict_faces`), with dense detection for
+  the ``settle`` frames after a face appeared, was lost or scored within
+  ``weak_margin`` of the threshold; a moved face is classified again only when it is
+  due (``classify_every`` frames since its last classification), while its raw label
+  differs from its smoothed one, or while its top-2 probability margin or the distance
+  of its top probability from ``min_prob`` is under ``near_margin``; otherwise its
+  last probabilities (and blur measure) are carried (:class:`WorkSchedule`).
 * **mirror averaging**: see :func:`predict_selective`: the mirror is run only for
   faces whose un-mirrored top-2 margin is under ``tta_margin``.
 
@@ -33,7 +38,7 @@ import numpy as np
 
 from .types import Faces
 
-DETECT_EVERY = 2  # the default detection interval of the fast mode (docs/benchmarks.md: agreement)
+DETECT_EVERY = 3  # the default detection interval of the fast mode (docs/benchmarks.md: agreement)
 SETTLE = 1  # frames detected after a new face, a lost track or a weak detection
 WEAK_MARGIN = 0.1  # a detection scoring under threshold + this counts as weak
 NEAR_MARGIN = 0.2  # top-2 probability margin under which a track is classified every frame
@@ -94,8 +99,10 @@ class WorkSchedule:
         self._dense_until = -1  # detect every processed frame up to and including this one
         self._last_ids: set[int] = set()  # tracks of the latest detected frame
         self._tracks: dict[int, _TrackState] = {}
+        # run.json "schedule": whole-frame detections (extra: beyond the keyframes), frames detected in windows
+        # around the faces, faces classified and faces that carried their track's classification
         self.counts = {"detect_every": self.detect_every, "classify_every": self.classify_every, "detections": 0,
-                       "extra_detections": 0, "classified_faces": 0, "carried_faces": 0}  # run.json "schedule"
+                       "extra_detections": 0, "region_detections": 0, "classified_faces": 0, "carried_faces": 0}
 
     def is_keyframe(self, n: int) -> bool:
         """Periodic keyframes, known ahead (worker threads detect them)."""
@@ -107,7 +114,6 @@ class WorkSchedule:
 
     def detected(self, n: int, faces: Faces, cut: bool) -> None:
         """After tracking a detected frame: settle (detect densely) when faces came, went or are weak."""
-        self.counts["detections"] += 1
         ids = {int(t) for t in faces.track_ids}
         changed = bool(ids ^ self._last_ids) or bool(len(faces) and float(faces.scores.min()) < self.weak)
         if changed or cut:

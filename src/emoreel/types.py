@@ -89,6 +89,17 @@ class Faces:
     def empty(cls) -> "Faces":
         return cls(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))
 
+    @classmethod
+    def concat(cls, parts: "list[Faces]") -> "Faces":
+        """The faces of ``parts`` one after the other (an empty list gives no faces)."""
+        if not parts:
+            return cls.empty()
+        cat = np.concatenate
+        return cls(cat([f.boxes for f in parts]), cat([f.scores for f in parts]), cat([f.landmarks for f in parts]),
+                   cat([f.accepted for f in parts]), [r for f in parts for r in f.reasons],
+                   cat([f.track_ids for f in parts]), cat([f.probs for f in parts]),
+                   cat([f.sharpness for f in parts]))  # fmt: skip
+
     def __len__(self) -> int:
         return len(self.boxes)
 

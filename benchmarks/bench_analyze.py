@@ -160,7 +160,7 @@ def main() -> None:
     agreements = []
     variants = [("default", {}), ("--exact", {"exact": True})]
     variants += [(f"--detect-every {k}", {"detect_every": int(k)}) for k in args.detect_every.split(",") if k]
-    for h in (int(x) for x in args.heights.split(",")):
+    for h in (int(x) for x in args.heights.split(",") if x):
         video = rescale(src, tmp / f"clip_{h}p_{args.loops}x.mp4", h, loops=args.loops)
         peer = peer_run(args.peer_python, video) if args.peer_python else None
         rates, rts = {}, {}

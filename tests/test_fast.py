@@ -17,6 +17,7 @@ from emoreel.agreement import compare
 from emoreel.config import AnalyzeOptions
 from emoreel.emotion import EmotionModel
 from emoreel.pipeline import Analyzer, analyze_to_dir
+from emoreel.pipeline import analyze as emoreel_analyze
 from emoreel.sample import make_example_video
 from emoreel.schedule import WorkSchedule, predict_selective
 
@@ -159,3 +160,24 @@ def test_int8_or_float_is_measured_once_and_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("EMOREEL_CACHE", str(tmp_path / "other"))
     monkeypatch.setattr(runtime, "_time_model", lambda path, **kw: 1.0)  # a tie: int8 stays
     assert runtime.choose_default_model().name == runtime.INT8_MODEL
+
+
+def test_frame_by_frame_processing_uses_windows_too(example):
+    """`emoreel live` hands frames one at a time to Analyzer.process: between keyframes it detects in windows
+    around the tracks, and finds the faces the grouped (file) path finds."""
+    from emoreel.video import open_source
+
+    opts = {"threads": 1, "det_max_side": 640}  # detection at full size: windows pay off on this small video
+    a = Analyzer(AnalyzeOptions(**opts))
+    try:
+        with open_source(example) as src:
+            a.use_source(src)
+            live = [a.process(f) for f in src]
+    finally:
+        a.close()
+    assert a.schedule.counts["region_detections"] > 0 and a.schedule.counts["carried_faces"] == 0
+    grouped: dict[int, int] = {}
+    for ob in emoreel_analyze(example, **opts):
+        grouped[ob.frame] = grouped.get(ob.frame, 0) + 1
+    same = sum(len(obs) == grouped.get(i, 0) for i, obs in enumerate(live))
+    assert same >= 0.97 * len(live) and sum(len(obs) for obs in live) >= 0.97 * sum(grouped.values())

@@ -220,6 +220,10 @@ class Analyzer:
             if not self.per_image:
                 self.cut_frames.append(frame.index)
         predicted = faces is None and not self.is_keyframe(n) and not cut
+        if predicted and self._fast and self.regions:  # frame by frame (live): windows around the tracks
+            faces, how = self._detect_near(frame)
+            self.count(how)
+            predicted, prepared = False, False
         if predicted and self._fast and self.schedule.wants_detection(n):  # settling after a change
             predicted = False
             self.schedule.counts["extra_detections"] += 1
@@ -276,6 +280,17 @@ class Analyzer:
     def _detect_sync(self, frame: Frame) -> Faces:
         """Detect on the calling thread."""
         return self._calling_thread_detector().detect(frame.image)
+
+    def _detect_near(self, frame: Frame) -> tuple[Faces, str]:
+        """Between keyframes, frame by frame: detect in windows around where the live tracks are expected."""
+        det = self._calling_thread_detector()
+        tracks = getattr(self.tracker, "tracks", None)
+        h, w = frame.image.shape[:2]
+        boxes = np.array([t.predict(frame.index)[0] for t in tracks or []]).reshape(-1, 4)
+        rects = det.regions(w, h, boxes) if tracks is not None else None
+        if rects is None:
+            return det.detect(frame.image), "whole"
+        return (det.detect_regions(frame.image, rects) if rects else Faces.empty()), "regions"
 
     def detect_group(self, frames: list[Frame], detector: FaceDetector | None = None) -> list[tuple[Faces | None, str]]:
         """Detect and :meth:`prepare` a group: a keyframe (or shot cut) and the frames up to the next one.

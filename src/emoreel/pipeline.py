@@ -94,7 +94,7 @@ class Analyzer:
         if o.detect_every < 0:
             raise InputError("--detect-every must be 0 (automatic) or more")
         self.detect_interval = o.detect_every or (1 if o.exact else DETECT_EVERY)
-        # the fast default (schedule.py): adaptive detection, classification carried between frames
+        # the fast default (schedule.py): keyframes, windows or moved faces in between
         self.schedule = None if o.exact else WorkSchedule(self.detect_interval, o.classify_every, o.det_threshold,
                                                               min_prob=o.min_prob)
         # between keyframes the fast schedule detects near the faces (built-in detectors), else moves them
@@ -297,10 +297,11 @@ class Analyzer:
 
         The first frame is detected whole. In the fast schedule with a built-in detector
         every later frame is detected only in windows around the faces of the keyframe (and
-        its candidates scoring up to ``SEED_MARGIN`` under the threshold) and of the frame before it (:meth:`~emoreel.detect.ScaledDetector.detect_regions`: the
-        same detector at the same working scale, so the same boxes, landmarks and scores as
-        a whole-frame run where the windows reach), or whole when the windows would cover
-        most of the frame; a face that enters mid-group is found at the next keyframe.
+        its candidates scoring up to ``SEED_MARGIN`` under the threshold) and of the frame
+        before it (:meth:`~emoreel.detect.ScaledDetector.detect_regions`: the same detector
+        at the same working scale, so the same boxes, landmarks and scores as a whole-frame
+        run where the windows reach), or whole when the windows would cost more; a face
+        that enters mid-group is found at the next keyframe.
         Otherwise later frames get None (their faces are moved by the tracker in :meth:`process`).
         Returns ``(faces, how)`` per frame, ``how`` one of ``keyframe``, ``regions``, ``whole``, ``""``.
         No per-track state: safe on worker threads, each with its own ``detector``.

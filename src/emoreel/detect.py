@@ -88,7 +88,8 @@ def as_bgr(image: np.ndarray) -> np.ndarray:
 REGION_MARGIN = 1.0  # detect_regions: context around a tracked face, in face sizes per side
 REGION_MIN_PAD, REGION_MAX_PAD = 24, 48  # ... but at least / at most this many working-scale pixels
 REGION_FACE_PX = 128  # ... and a face over 1.5x this size is looked for zoomed out to this size
-REGION_MAX_SHARE = 0.5  # beyond this share of the frame in windows, detect the whole frame
+REGION_MAX_SHARE = 0.5  # beyond this share of the frame's cost in windows, detect the whole frame
+REGION_CALL_PX = 4096  # each window's fixed cost (a call, its Python), in pixels: about that of 64 x 64 more
 MAX_WORKING_SIDE = 4096  # detection never works on more than this many pixels a side (memory stays bounded)
 
 
@@ -198,7 +199,8 @@ class ScaledDetector(FaceDetector):
         does; overlapping such windows merge. A larger face gets its own window zoomed out
         until the face is ``face_px`` wide (detected faces that size are as reliable; it
         costs a fraction of the pixels). None when the windows would cost more than
-        ``max_share`` of a whole-frame detection (in pixels): detect the whole frame then.
+        ``max_share`` of a whole-frame detection (pixels, plus :data:`REGION_CALL_PX` per window for
+        its fixed cost): detect the whole frame then.
         """
         scale = self.working_scale(width, height)
         sw, sh = max(1, round(width * scale)), max(1, round(height * scale))
@@ -231,7 +233,7 @@ class ScaledDetector(FaceDetector):
                 if merged:
                     break
         out = [Region(*r, 1.0) for r in grid] + zoomed
-        cost = sum((r.x1 - r.x0) * (r.y1 - r.y0) * r.zoom**2 for r in out)
+        cost = sum((r.x1 - r.x0) * (r.y1 - r.y0) * r.zoom**2 + REGION_CALL_PX for r in out)
         return None if cost > max_share * sw * sh else out
 
     def detect_regions(self, image: np.ndarray, regions: list[Region]) -> Faces:

@@ -181,3 +181,13 @@ def test_frame_by_frame_processing_uses_windows_too(example):
         grouped[ob.frame] = grouped.get(ob.frame, 0) + 1
     same = sum(len(obs) == grouped.get(i, 0) for i, obs in enumerate(live))
     assert same >= 0.97 * len(live) and sum(len(obs) for obs in live) >= 0.97 * sum(grouped.values())
+
+
+def test_windows_only_where_they_were_measured():
+    """Windows are measured for CenterFace on CPU; Haar, --only-known and --exact keep the tracker's moved faces."""
+    for opts, expected in [({}, True), ({"detector": "haar"}, False), ({"exact": True}, False)]:
+        a = Analyzer(AnalyzeOptions(threads=1, **opts))
+        try:
+            assert a.regions is expected, opts
+        finally:
+            a.close()

@@ -89,17 +89,19 @@ REGION_MARGIN = 1.0  # detect_regions: context around a tracked face, in face si
 REGION_MIN_PAD, REGION_MAX_PAD = 24, 48  # ... but at least / at most this many working-scale pixels
 REGION_FACE_PX = 128  # ... and a face over 1.5x this size is looked for zoomed out to this size
 REGION_MAX_SHARE = 0.5  # beyond this share of the frame's cost in windows, detect the whole frame
+MAX_SEEDS, MAX_REGION_BOXES = 16, 64  # weak candidates kept; more boxes than this: detect the whole frame
 REGION_CALL_PX = 4096  # each window's fixed cost (a call, its Python), in pixels: about that of 64 x 64 more
 MAX_WORKING_SIDE = 4096  # detection never works on more than this many pixels a side (memory stays bounded)
 
 
 def downscale(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``image`` resized to ``size`` (width, height), at most its own size.
+    """``image`` resized to ``size`` (width, height), normally smaller than it.
 
     Bilinear where the factor is at least 1/2 (it detects the same as area averaging
     there, at a quarter of the cost); below that an area average by a whole factor
     (OpenCV's fast path) and bilinear for the rest: 4-5x cheaper than one area
-    average by a fractional factor, and the same faces found (docs/benchmarks.md).
+    average by a fractional factor where the whole factor divides the size (else OpenCV's
+    general path), and the same faces found (docs/benchmarks.md).
     """
     h, w = image.shape[:2]
     k = int(min(w / size[0], h / size[1]))
@@ -130,7 +132,10 @@ class ScaledDetector(FaceDetector):
     """
 
     smallest_face_px = 16  # the smallest face (box side, working-scale pixels) the backend finds reliably
-    region_grid = 32  # windows of detect_regions start and end on this grid (CenterFace: its coarsest stride)
+    # detect_regions finds what detect finds (measured for CenterFace: tests/test_detect.py); the fast default
+    # uses windows only for such backends. Windows start and end on region_grid (CenterFace's coarsest stride).
+    supports_regions = False
+    region_grid = 32
 
     def __init__(self, threshold: float = 0.5, max_side: int = 640, min_face: int = 0):
         if not 0.0 <= float(threshold) <= 1.0:
@@ -178,12 +183,15 @@ class ScaledDetector(FaceDetector):
         """:meth:`detect`, and the boxes (image pixels) of the weaker candidates scoring at least ``floor``.
 
         The candidates are where a face near the threshold may be found on the next frames
-        (:meth:`regions` looks there too). The faces are exactly those of :meth:`detect`.
+        (:meth:`regions` looks there too): the :data:`MAX_SEEDS` strongest, ``floor`` kept at
+        least half the threshold. The faces are exactly those of :meth:`detect`.
         """
         image = as_bgr(image)
         small, _ = self._scaled(image)
-        raw = self._detect(small, min(float(floor), self.threshold))
+        floor = min(max(float(floor), 0.5 * self.threshold, 0.05), self.threshold)  # never every heatmap cell
+        raw = self._detect(small, floor)
         weak = raw[(raw.scores >= floor) & (raw.scores < self.threshold)]
+        weak = weak[np.argsort(-weak.scores, kind="stable")[:MAX_SEEDS]]
         fx, fy = image.shape[1] / small.shape[1], image.shape[0] / small.shape[0]
         return self._to_image(image, small, raw), weak.boxes * np.float32([fx, fy, fx, fy])
 
@@ -202,11 +210,14 @@ class ScaledDetector(FaceDetector):
         ``max_share`` of a whole-frame detection (pixels, plus :data:`REGION_CALL_PX` per window for
         its fixed cost): detect the whole frame then.
         """
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        if len(boxes) > MAX_REGION_BOXES:
+            return None
         scale = self.working_scale(width, height)
         sw, sh = max(1, round(width * scale)), max(1, round(height * scale))
         g = self.region_grid
         grid, zoomed = [], []
-        for x0, y0, x1, y1 in np.asarray(boxes, np.float64).reshape(-1, 4) * scale:
+        for x0, y0, x1, y1 in boxes * scale:
             side = max(x1 - x0, y1 - y0, 1.0)
             zoom = face_px / side if side > 1.5 * face_px else 1.0
             pad = min(max(margin * side, REGION_MIN_PAD), max_pad / zoom)
@@ -259,8 +270,10 @@ class ScaledDetector(FaceDetector):
                 ox, oy = r.x0 * fx, r.y0 * fy
                 edge = (r.x0 == 0, r.y0 == 0, r.x1 >= small.shape[1], r.y1 >= small.shape[0])
             else:
+                sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
                 ix0, iy0 = int(r.x0 / scale), int(r.y0 / scale)
-                ix1, iy1 = min(w, int(math.ceil(r.x1 / scale))), min(h, int(math.ceil(r.y1 / scale)))
+                ix1 = w if r.x1 >= sw else min(w, int(math.ceil(r.x1 / scale)))
+                iy1 = h if r.y1 >= sh else min(h, int(math.ceil(r.y1 / scale)))
                 z = scale * r.zoom
                 size = (max(1, round((ix1 - ix0) * z)), max(1, round((iy1 - iy0) * z)))
                 win = downscale(image[iy0:iy1, ix0:ix1], size)
@@ -393,6 +406,7 @@ class CenterFaceDetector(ScaledDetector):
     """
 
     name = "centerface"
+    supports_regions = True
 
     smallest_face_px = 16  # measured: 14 px faces found 20/20, 12 px 15/20 (docs/detectors.md)
 

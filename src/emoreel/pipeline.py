@@ -39,6 +39,7 @@ from .video import CutDetector, VideoSource, open_source
 log = logging.getLogger(__name__)
 
 UNKNOWN_PERSON = "unknown_person"
+MAX_FRAMES_IN_FLIGHT = 6  # per worker thread: decoded frames waiting in detection groups
 SEED_MARGIN = 0.2  # fast schedule: keyframe candidates this far under the detector threshold are looked at again
 
 
@@ -97,8 +98,10 @@ class Analyzer:
         # the fast default (schedule.py): keyframes, windows or moved faces in between
         self.schedule = None if o.exact else WorkSchedule(self.detect_interval, o.classify_every, o.det_threshold,
                                                               min_prob=o.min_prob)
-        # between keyframes the fast schedule detects near the faces (built-in detectors), else moves them
-        self.regions = self.schedule is not None and isinstance(self.detector, ScaledDetector)
+        # between keyframes the fast schedule detects in windows around the faces (CenterFace on CPU: windows of
+        # many sizes would make a GPU provider re-plan its kernels), else moves them with the tracker
+        self.regions = (self.schedule is not None and not o.only_known and getattr(self.detector, "supports_regions", False)
+                        and getattr(self.detector, "device", "cpu") == "cpu")  # fmt: skip
         self.worker_detectors(max(1, o.threads))  # loaded now, not on the first frames
 
     def worker_detectors(self, n: int) -> list[FaceDetector]:
@@ -143,7 +146,7 @@ class Analyzer:
         return self.detector.detect(frame.image)
 
     def is_keyframe(self, n: int) -> bool:
-        """Whether the ``n``-th processed frame (from 0) runs the detector (every image does)."""
+        """Whether the ``n``-th processed frame (from 0) is detected whole (every image is)."""
         return self.per_image or n % self.detect_interval == 0
 
     def prepare(self, frame: Frame, faces: Faces) -> Faces:
@@ -205,10 +208,10 @@ class Analyzer:
         """All stages after detection for one frame, in frame order.
 
         ``faces`` are this frame's detections (already through :meth:`prepare` when
-        ``prepared``); when None, the frame is detected here, or, between keyframes of
-        ``detect_every``, its faces are predicted from the tracks (a shot cut always
-        triggers a real detection). ``cut``: :meth:`is_cut` of this frame when the caller
-        already asked (None: asked here).
+        ``prepared``); when None, the frame is detected here: whole on keyframes and shot
+        cuts; between keyframes of ``detect_every`` in windows around the tracks (fast
+        default, CenterFace), else its faces are moved from the tracks. ``cut``:
+        :meth:`is_cut` of this frame when the caller already asked (None: asked here).
         """
         o = self.options
         n, self.processed = self.processed, self.processed + 1
@@ -299,9 +302,9 @@ class Analyzer:
         every later frame is detected only in windows around the faces of the keyframe (and
         its candidates scoring up to ``SEED_MARGIN`` under the threshold) and of the frame
         before it (:meth:`~emoreel.detect.ScaledDetector.detect_regions`: the same detector
-        at the same working scale, so the same boxes, landmarks and scores as a whole-frame
-        run where the windows reach), or whole when the windows would cost more; a face
-        that enters mid-group is found at the next keyframe.
+        at the same working scale, so nearly the same boxes, landmarks and scores as a
+        whole-frame run where the windows reach: docs/benchmarks.md), or whole when the
+        windows would cost more; a face that enters mid-group is found at the next keyframe.
         Otherwise later frames get None (their faces are moved by the tracker in :meth:`process`).
         Returns ``(faces, how)`` per frame, ``how`` one of ``keyframe``, ``regions``, ``whole``, ``""``.
         No per-track state: safe on worker threads, each with its own ``detector``.
@@ -324,7 +327,7 @@ class Analyzer:
 
     def count(self, how: str) -> None:
         """Record in run.json ``schedule`` how a frame was detected (see :meth:`detect_group`)."""
-        if self.schedule is None or not how:
+        if not self._fast or not how:
             return
         c = self.schedule.counts
         c["region_detections" if how == "regions" else "detections"] += 1
@@ -374,7 +377,7 @@ class Analyzer:
 def _groups(analyzer: Analyzer, frames: Iterable[Frame]) -> Iterator[list[tuple[Frame, bool]]]:
     """``(frame, cut)`` pairs in detection groups: a group starts at each keyframe and at each shot cut."""
     group: list[tuple[Frame, bool]] = []
-    for n, frame in enumerate(frames):
+    for n, frame in enumerate(frames, analyzer.processed):  # process() numbers frames on from there
         cut = analyzer.is_cut(frame)
         if group and (cut or analyzer.is_keyframe(n)):
             yield group
@@ -390,8 +393,8 @@ def _detect_parallel(analyzer: Analyzer, frames: Iterable[Frame], workers: int
     yielding ``(frame, faces, cut, how)`` in frame order (``faces`` None: moved by the tracker later).
 
     Each worker thread has its own detector (OpenCV cascades are not thread-safe;
-    onnxruntime releases the GIL), and at most ``2 * workers`` groups are in flight,
-    so memory stays flat. A worker's exception is re-raised here; stopping early
+    onnxruntime releases the GIL), and groups of at most ``6 * workers`` frames in all are
+    in flight (at least one group), so memory stays flat. A worker's exception is re-raised here; stopping early
     cancels what is queued and joins the threads. With one worker the groups are
     detected on the calling thread, the same way.
     """
@@ -422,6 +425,8 @@ def _detect_parallel(analyzer: Analyzer, frames: Iterable[Frame], workers: int
         try:
             for group in _groups(analyzer, frames):
                 pending.append((group, pool.submit(detect, [f for f, _ in group])))
+                while len(pending) > 1 and sum(len(g) for g, _ in pending) >= MAX_FRAMES_IN_FLIGHT * workers:
+                    yield from drain(pending.popleft())
                 if len(pending) >= 2 * workers:
                     yield from drain(pending.popleft())
             while pending:

@@ -6,15 +6,15 @@ Every decision is taken in frame order, so results never depend on the number
 of threads:
 
 * **detection**: the whole frame on every ``detect_every``-th processed frame
-  (keyframes) and at shot cuts. With the built-in detectors the frames in between
+  (keyframes) and at shot cuts. With CenterFace on CPU the frames in between
   are detected only in windows around the faces of the keyframe (and its candidates
   just under the threshold) and of the frame before
   (:meth:`emoreel.pipeline.Analyzer.detect_group`,
   :meth:`emoreel.detect.ScaledDetector.detect_regions`): the same detector at the
-  same scale, so the same boxes, landmarks and scores where the windows reach, at a
+  same scale, so nearly the same boxes, landmarks and scores where the windows reach, at a
   fraction of the pixels; a face that enters between keyframes is found at the next
   one. Every detected face is classified, as with ``--exact``.
-* **custom detectors** (no windows): in between, tracked faces are moved by their
+* **other detectors**, a GPU, ``--only-known`` (no windows): in between, tracked faces are moved by their
   velocity (:meth:`~emoreel.track.Tracker.predict_faces`), with dense detection for
   the ``settle`` frames after a face appeared, was lost or scored within
   ``weak_margin`` of the threshold; a moved face is classified again only when it is

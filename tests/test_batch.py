@@ -132,6 +132,11 @@ def test_resume_of_a_complete_run_checks_input_and_options(videos, sequential, t
         assert "cannot resume" in capsys.readouterr().err
     assert main(["analyze", str(videos / "a" / "clip.mp4"), "-o", str(out), "--resume", "-q"]) == 2  # another video
     assert "cannot resume" in capsys.readouterr().err and (out / "run.json").read_text() == before
+    meta = json.loads(before)
+    del meta["fast_schedule"]  # a run.json of an emoreel before the windowed fast default
+    (out / "run.json").write_text(json.dumps(meta))
+    assert main(["analyze", str(videos / "long.mp4"), "-o", str(out), "--resume", "-q"]) == 2
+    assert "earlier emoreel" in capsys.readouterr().err
 
 
 def test_split_merges_into_one_run(videos, sequential, tmp_path):

@@ -30,7 +30,7 @@ from .emotion import EmotionModel
 from .errors import InputError, OutputError, VideoOpenFailure
 from .results import RECORDING, OutputLock, ResultsWriter, check_output_dir, prepare_output_dir, rewrite_persons
 from .runtime import CUDA, choose_default_model, providers_for
-from .schedule import DETECT_EVERY, WorkSchedule, predict_selective
+from .schedule import DETECT_EVERY, FAST_SCHEDULE, WorkSchedule, predict_selective
 from .smooth import EmotionSmoother
 from .track import Tracker
 from .types import EYE_L, EYE_R, Faces, Frame, Observation
@@ -493,7 +493,8 @@ def _resume_identity(info, o: AnalyzeOptions) -> dict:
     except OSError:
         sha = None  # no such model: not the one the run used
     path = str(Path(info.path).resolve()) if info.kind != "camera" else info.path
-    return {"params": o.to_dict(), "model": {"sha256": sha}, "input": {"path": path, "frame_count": info.frame_count}}
+    return {"params": o.to_dict(), "model": {"sha256": sha}, "input": {"path": path, "frame_count": info.frame_count},
+            "fast_schedule": None if o.exact else FAST_SCHEDULE}
 
 
 @dataclass
@@ -581,6 +582,7 @@ def analyze_to_dir(
             "known_people": analyzer.identifier.gallery.people if analyzer.identifier is not None else [],
             "cuts": analyzer.cut_frames,  # the analyzer's own list: every run.json write has the cuts found so far
             "schedule": analyzer.schedule.counts if analyzer.schedule is not None else None,  # live, like "cuts"
+            "fast_schedule": None if o.exact else FAST_SCHEDULE,
         }  # fmt: skip
         t0 = time.perf_counter()
         faces = accepted = 0

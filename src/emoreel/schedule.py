@@ -38,6 +38,9 @@ import numpy as np
 
 from .types import Faces
 
+# run.json "fast_schedule": what the fast default does between keyframes (1: moved faces, every 2nd frame;
+# 2: windows, every 3rd); a run is resumed only with the same (None with --exact)
+FAST_SCHEDULE = 2
 DETECT_EVERY = 3  # the default detection interval of the fast mode (docs/benchmarks.md: agreement)
 SETTLE = 1  # frames detected after a new face, a lost track or a weak detection
 WEAK_MARGIN = 0.1  # a detection scoring under threshold + this counts as weak

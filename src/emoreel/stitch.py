@@ -262,6 +262,10 @@ class ResumePlan:
         if (old.get("model") or {}).get("sha256") != meta["model"]["sha256"]:
             raise InputError(f"cannot resume {self.out}: it was analysed with another model ({old.get('model', {}).get('name')}); "
                              "use --force to start over")
+        was = old.get("fast_schedule", None if (old.get("params") or {}).get("exact") else 1)  # absent: before 2
+        if was != meta.get("fast_schedule"):
+            raise InputError(f"cannot resume {self.out}: it was analysed by an earlier emoreel whose fast default "
+                             "works differently; use --force to start over (or --exact for both)")
         a, b = old.get("input") or {}, meta["input"]
         if a.get("path") != b.get("path") or a.get("frame_count") != b.get("frame_count"):
             raise InputError(f"cannot resume {self.out}: it holds results of {a.get('path')}, not {b.get('path')}; "

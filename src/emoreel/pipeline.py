@@ -213,7 +213,6 @@ class Analyzer:
         default, CenterFace), else its faces are moved from the tracks. ``cut``:
         :meth:`is_cut` of this frame when the caller already asked (None: asked here).
         """
-        o = self.options
         n, self.processed = self.processed, self.processed + 1
         cut = self.is_cut(frame) if cut is None else cut
         if cut:  # an image is its own moment: no track continues into it

@@ -274,9 +274,7 @@ class Analyzer:
         if self.options.threads <= 1:
             return self.detector
         if self._sync_detector is None:
-            self._sync_detector = self.new_detector()
-            if isinstance(self._sync_detector, ScaledDetector) and isinstance(self.detector, ScaledDetector):
-                self._sync_detector.max_side = self.detector.max_side  # use_source may have changed it
+            self._sync_detector = self.new_detector()  # new_detector already takes use_source's max side
         return self._sync_detector
 
     def _detect_sync(self, frame: Frame) -> Faces:

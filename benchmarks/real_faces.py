@@ -10,7 +10,7 @@ The labels are ours, given by looking at each face (docs/model.md shows the crop
 - the clip, frames 225-274 (an audience shot): four people laughing or smiling, three of them
   turned 55-65 degrees with both eyes visible; every frame, labelled happy.
 
-    python benchmarks/real_faces.py [--model A.onnx --model B.onnx] [--json out.json]
+    python benchmarks/real_faces.py [--model A.onnx --model B.onnx] [--views auto mirror jitter] [--json out.json]
 
 Prints, per model and set: faces found, accuracy over found faces and over all, and accuracy by yaw.
 """
@@ -87,9 +87,9 @@ def build_photo_sets(root: Path) -> dict[str, Path]:
     return sets
 
 
-def clip_check(model: str | None) -> dict:
+def clip_check(model: str | None, views: str = "auto") -> dict:
     """Every labelled audience face of the clip, analyzed as a video is (the same Analyzer, frame by frame)."""
-    an = Analyzer(AnalyzeOptions(model=model, threads=1))
+    an = Analyzer(AnalyzeOptions(model=model, threads=1, views=views))
     found = right = total = 0
     by_yaw: dict[str, list[int]] = {}
     labels = {}
@@ -122,6 +122,7 @@ def clip_check(model: str | None) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="append", help="model(s) to compare (default: the shipped default)")
+    ap.add_argument("--views", nargs="+", default=["auto"], help="test-time view sets to compare (AnalyzeOptions.views)")
     ap.add_argument("--json", help="also write the numbers here")
     args = ap.parse_args()
     if not SHARED.is_dir():
@@ -131,14 +132,14 @@ def main() -> int:
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         sets = build_photo_sets(Path(tmp))
-        for model in args.model or [None]:
-            name = model or "default"
+        for model, views in [(m, v) for m in args.model or [None] for v in args.views]:
+            name = (model or "default") + ("" if views == "auto" else f", views {views}")
             res = out[name] = {}
             for kind, folder in sets.items():
-                r = evaluate_photos(folder, model=model)
+                r = evaluate_photos(folder, model=model, options=AnalyzeOptions(model=model, views=views))
                 res[kind] = {"photos": r.n_photos, "found": r.found, "accuracy_all": round(r.accuracy_all, 3),
                              "wrong": [f"{p.name}: {p.predicted or 'no face'}" for p in r.photos if not p.correct]}
-            res["clip"] = clip_check(model)
+            res["clip"] = clip_check(model, views)
             photo_all = [res[k] for k in sets]
             total = sum(r["photos"] for r in photo_all)
             acc = sum(r["accuracy_all"] * r["photos"] for r in photo_all) / total

@@ -34,6 +34,7 @@ class EvalResult:
     confusion: list[list[int]]  # confusion[true][predicted]
     tta: bool = False
     data: str = ""  # where the faces came from
+    views: str = ""  # the test-time views averaged (emoreel.emotion.VIEWS; "ten-crop" for crop models); "" = one
     model: str = ""  # the model's name
     _m: np.ndarray = field(init=False, repr=False, compare=False)
 
@@ -85,6 +86,7 @@ class EvalResult:
             "accuracy": round(self.accuracy, 4),
             "n": self.n,
             "tta": self.tta,
+            "views": self.views or ("mirror" if self.tta else "single"),
             "model": self.model,
             "data": self.data,
             "classes": list(self.classes),
@@ -94,6 +96,10 @@ class EvalResult:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
+
+    def _views_text(self) -> str:
+        views = self.views or ("mirror" if self.tta else "")
+        return f" (with {views} TTA)" if views and views != "single" else ""
 
     def confusion_text(self) -> str:
         """The confusion matrix as an aligned table (rows = true, columns = predicted)."""
@@ -108,7 +114,7 @@ class EvalResult:
     def text(self) -> str:
         """A readable report: accuracy, per-class table and the confusion matrix."""
         w = max(len(c) for c in self.classes) + 1
-        head = f"accuracy {self.accuracy:.4f} on {self.n} faces" + (" (with mirror TTA)" if self.tta else "")
+        head = f"accuracy {self.accuracy:.4f} on {self.n} faces" + self._views_text()
         lines = [head, "", f"{'class':<{w}} precision  recall      f1  support"]
         for name, m in self.per_class.items():
             lines.append(f"{name:<{w}} {m['precision']:9.3f} {m['recall']:7.3f} {m['f1']:7.3f} {m['support']:8d}")
@@ -174,7 +180,7 @@ class EvalResult:
         put(img, "predicted", left + k * cell / 2, top - 44, label_scale, (0, 0, 0), 1, "center")
         put(img, "true", left - 12, top - 14, label_scale, (0, 0, 0), 1, "right")
         put(img, "recall", left + k * cell + 10, top - 14, 0.45, (60, 60, 60))
-        title = f"accuracy {self.accuracy:.4f}, n={self.n}" + (" (mirror TTA)" if self.tta else "")
+        title = f"accuracy {self.accuracy:.4f}, n={self.n}" + self._views_text()
         if self.model:
             title = f"{self.model}: {title}"
         put(img, title, 10, 20, 0.55, (0, 0, 0), 1)
@@ -188,11 +194,12 @@ class EvalResult:
         return path
 
 
-def predict_dataset(model: EmotionModel, data: LabelledFaces, tta: bool = False, batch: int = 256) -> np.ndarray:
+def predict_dataset(model: EmotionModel, data: LabelledFaces, tta: bool | str = False, batch: int = 256) -> np.ndarray:
     """Probabilities (N, len(model.classes)) for every face of ``data``.
 
     The faces are fed as crops; the model card's preprocessing (size, colour,
-    normalisation) is applied by :meth:`EmotionModel.predict`.
+    normalisation) is applied by :meth:`EmotionModel.predict`, and ``tta`` is its:
+    True for the mirror (ten crops for crop models), or a view-set name.
     """
     out = [model.predict(list(data.images[i : i + batch]), tta=tta) for i in range(0, len(data), batch)]
     return np.concatenate(out) if out else np.zeros((0, len(model.classes)), np.float32)
@@ -210,10 +217,11 @@ def load_model(model: EmotionModel | str | Path | None, threads: int = 0) -> Emo
     return EmotionModel(resolve_model(model), threads=threads)
 
 
-def evaluate(model: EmotionModel | str | Path | None, data: LabelledFaces, tta: bool = False) -> EvalResult:
+def evaluate(model: EmotionModel | str | Path | None, data: LabelledFaces, tta: bool | str = False) -> EvalResult:
     """Evaluate ``model`` (an EmotionModel, an ONNX path, or None for the shipped one) on ``data``.
 
-    ``tta`` averages each face's probabilities with those of its mirror image.
+    ``tta`` True averages each face's probabilities with those of its mirror image (ten crops for a
+    model trained on crops); a name from ``emoreel.emotion.VIEWS`` averages over those views.
     The result's classes are ``data.classes``, whatever the model's output order.
     """
     model = load_model(model)
@@ -225,7 +233,9 @@ def evaluate(model: EmotionModel | str | Path | None, data: LabelledFaces, tta: 
         raise ModelError(f"model {model.name} gives {probs.shape[1:]} outputs per face, its card names {len(model.classes)} classes")
     order = [model.classes.index(c) for c in data.classes]  # the model's class order onto the data's
     pred = probs[:, order].argmax(1)
-    return EvalResult.from_predictions(data.classes, data.labels, pred, tta=tta, data=data.source, model=model.name)
+    views = tta if isinstance(tta, str) else ("ten-crop" if model.spec.crop else "mirror") if tta else "single"
+    return EvalResult.from_predictions(data.classes, data.labels, pred, tta=views != "single", views=views,
+                                       data=data.source, model=model.name)  # fmt: skip
 
 
 def write_card_metrics(
@@ -504,6 +514,7 @@ def evaluate_photos(
                 if progress:
                     progress(done, len(outcomes))
             skipped = list(src.skipped_images)
+        views = analyzer.views
     finally:
         analyzer.close()
     skipped_set = set(skipped)
@@ -511,6 +522,6 @@ def evaluate_photos(
     found = [p for p in photos if p.found and p.predicted in EMOTIONS]
     faces_result = EvalResult.from_predictions(
         EMOTIONS, [EMOTIONS.index(p.true) for p in found], [EMOTIONS.index(p.predicted) for p in found],
-        tta=o.tta, data=str(root), model=em.name,
+        tta=views != "single", views=views, data=str(root), model=em.name,
     )  # fmt: skip
     return PhotoEvalResult(faces_result, photos, skipped, skipped_classes, o.to_dict())

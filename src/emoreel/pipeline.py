@@ -173,10 +173,17 @@ class Analyzer:
             if len(keep):
                 faces.probs[idx[keep]] = self._predict([crops[k] for k in keep])
 
+    @property
+    def views(self) -> str:
+        """The test-time views each face gets (``emoreel.emotion.VIEWS``): ``--views``, or one with ``--no-tta``."""
+        return self.options.views if self.options.tta else "single"
+
     def _predict(self, crops: list[np.ndarray]) -> np.ndarray:
-        o = self.options
-        if self.schedule is None or self.per_image or not o.tta:
-            return self.model.predict(crops, tta=o.tta)
+        o, views = self.options, self.views
+        if views != "mirror":
+            return self.model.predict(crops, views)
+        if self.schedule is None or self.per_image:
+            return self.model.predict(crops, tta=True)  # ten crops for crop models
         return predict_selective(self.model, crops, o.tta_margin)  # the mirror only where it may matter
 
     @property

@@ -41,6 +41,9 @@ MIN_IOU = 0.5
 RESULT_NEUTRAL_PARAMS = ("threads",)
 """Options that never change results (threads only change speed); ignored when comparing runs."""
 
+LEGACY_PARAMS = {"views": "mirror"}
+"""What runs recorded before an option existed did, where that is not the option's default."""
+
 _WARM_ID = 1_000_000_000  # warm-up track ids are offset so they never meet a written id
 
 
@@ -56,9 +59,14 @@ def detect_interval(o: AnalyzeOptions) -> int:
 
 
 def differing_params(a: dict, b: dict) -> list[str]:
-    """Names of the analysis options whose values differ between two run.json ``params``."""
+    """Names of the analysis options whose values differ between two run.json ``params``.
+
+    An option one side does not record (a run of an emoreel from before the option) counts as what that
+    emoreel did (:data:`LEGACY_PARAMS`), else at its default.
+    """
+    defaults = {**AnalyzeOptions().to_dict(), **LEGACY_PARAMS}
     keys = (set(a) | set(b)) - set(RESULT_NEUTRAL_PARAMS)
-    return sorted(k for k in keys if a.get(k) != b.get(k))
+    return sorted(k for k in keys if a.get(k, defaults.get(k)) != b.get(k, defaults.get(k)))
 
 
 def read_meta(out_dir: str | Path) -> dict | None:

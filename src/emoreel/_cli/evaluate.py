@@ -20,7 +20,11 @@ def register(sub) -> None:
     p.add_argument("--photos", action="store_true", help="DATA holds full-size photos in <class>/ folders (detected automatically)")
     p.add_argument("--model", help="ONNX file with its card beside it, or a shipped model's name (default: emoreel-fer-int8)")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                   help="average each face with its mirror image (default: off for crops, on for photos as in analyze)")  # fmt: skip
+                   help="average each face with its mirror image, ten crops for models trained on crops (default: "
+                   "off for crops; photos as in analyze: --views jitter)")  # fmt: skip
+    p.add_argument("--views", choices=("single", "mirror", "jitter"), default=None,
+                   help="test-time views averaged per face (emoreel.emotion.VIEWS): single, mirror, or jitter "
+                   "(also zoomed 10%% in and out); photos default to analyze's (jitter)")  # fmt: skip
     p.add_argument("--image-max-side", type=int, metavar="PX", help="photos: detect on photos downscaled to this long side (default: analyze's)")
     p.add_argument("--degrade", type=int, metavar="SEED", default=None,
                    help="crops: evaluate a degraded copy of the faces instead (every face gets some of: low "
@@ -46,6 +50,8 @@ def run(args) -> int:
         opts = {"model": args.model}
         if args.tta is not None:
             opts["tta"] = args.tta
+        if args.views is not None:
+            opts["tta"], opts["views"] = args.views != "single", ("mirror" if args.views == "single" else args.views)
         if args.image_max_side is not None:
             opts["image_max_side"] = args.image_max_side
         print(f"{model.name}: photos in {args.data}", file=sys.stderr)
@@ -67,7 +73,7 @@ def run(args) -> int:
         data = replace(data, images=degraded_copy(data.images, seed=args.degrade),
                        source=f"{data.source}, degraded (seed {args.degrade})")  # fmt: skip
     print(f"{model.name}: {data.summary()}", file=sys.stderr)
-    result = evaluate(model, data, tta=bool(args.tta))
+    result = evaluate(model, data, tta=args.views or bool(args.tta))
     if args.plot:
         result.plot_confusion(args.plot)
     print(result.to_json() if args.json else result.text())

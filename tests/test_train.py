@@ -498,3 +498,24 @@ def test_cli_resume_takes_the_network_from_the_checkpoint(tmp_path, capsys, monk
     assert "epoch 2/2" in capsys.readouterr().err
     cfg = json.loads((run / "history.json").read_text())["config"]
     assert (cfg["arch"], cfg["widths"], cfg["crop"], cfg["images"]) == ("vgg", [8, 8], 40, n)
+
+
+def test_distillation_passes_the_teachers_knowledge_on(trained, tmp_path):
+    """A student trained on scrambled labels with the distillation loss alone still learns the classes:
+    everything it knows came from the teacher (an exported model, run as analyze runs it)."""
+    from emoreel.train import teacher_targets
+
+    out, res = trained
+    teacher = export_onnx(out / "best.pt", tmp_path / "teacher.onnx")
+    data, val = synthetic(), synthetic(10, seed=1)
+    t = teacher_targets(teacher, data.images, "jitter")
+    assert t.shape == (len(data), 7) and np.allclose(t.sum(1), 1, atol=1e-4)
+    assert (t.argmax(1) == data.labels).mean() > 0.5
+    scrambled = replace(data, labels=np.random.default_rng(0).permutation(data.labels))
+    cfg = TrainConfig(epochs=6, distill=str(teacher), distill_weight=1.0, **CFG)
+    student = train(scrambled, val, tmp_path / "s", cfg, command="test")
+    assert student.best_val_acc > 0.5, student.best_val_acc  # chance is 1/7
+    hist = json.loads((tmp_path / "s" / "history.json").read_text())
+    assert hist["data"]["distill"]["teacher"] == str(teacher) and hist["data"]["distill"]["views"] == "jitter"
+    without = train(scrambled, val, tmp_path / "n", TrainConfig(epochs=6, **CFG), command="test")
+    assert without.best_val_acc < student.best_val_acc - 0.2

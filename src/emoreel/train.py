@@ -81,6 +81,10 @@ class TrainConfig:
     crop: int = 0  # train on random crop x crop patches of the size-px faces (0 = whole face); the model sees crop px
     images: int = 0  # length of the schedule in training images seen (0 = epochs x training set); spans machines
     compact: bool = False  # checkpoints with float16 weights and optimizer state (half the size, to commit to git)
+    distill: str = ""  # teacher: an exported ONNX model whose test-time-view average each training face also learns
+    distill_views: str = "jitter"  # the teacher's views (emoreel.emotion.VIEWS), on the clean training face
+    distill_weight: float = 0.5  # share of the distillation loss (the rest: cross-entropy with the labels)
+    distill_temp: float = 2.0  # softening temperature of teacher and student in the distillation loss
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -278,6 +282,32 @@ def predict_logits(model, images: np.ndarray, device="cpu", batch: int = 512, tt
     return np.concatenate(out)
 
 
+def teacher_targets(teacher: str | Path, images: np.ndarray, views: str = "jitter", batch: int = 256) -> np.ndarray:
+    """A teacher model's class probabilities (N, len(EMOTIONS), in EMOTIONS' order) for grey training faces.
+
+    The teacher is an exported ONNX model with its card, run as at analyze time (its own preprocessing and
+    temperature) and averaged over all of ``views`` (``emoreel.emotion.VIEWS``; every view, not a selection).
+    """
+    from .emotion import VIEWS, EmotionModel, resolve_model
+
+    model = EmotionModel(resolve_model(teacher), threads=torch.get_num_threads() if torch is not None else 1)
+    missing = [c for c in EMOTIONS if c not in model.classes]
+    if missing:
+        raise EmoreelError(f"teacher {teacher} lacks classes {', '.join(missing)}")
+    order = [model.classes.index(c) for c in EMOTIONS]
+    out = [model.predict(list(images[i : i + batch]), VIEWS[views]) for i in range(0, len(images), batch)]
+    return np.concatenate(out)[:, order].astype(np.float32)
+
+
+def distill_loss(logits: "torch.Tensor", teacher_p: "torch.Tensor", temp: float) -> "torch.Tensor":
+    """Hinton's distillation loss: KL(teacher || student) at temperature ``temp``, scaled by temp^2.
+
+    ``teacher_p`` are probabilities; softened as ``softmax(log p / temp)``.
+    """
+    soft = F.softmax(torch.log(teacher_p.clamp_min(1e-8)) / temp, dim=1)
+    return F.kl_div(F.log_softmax(logits / temp, dim=1), soft, reduction="batchmean") * temp * temp
+
+
 def _atomic_torch_save(obj, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
@@ -413,6 +443,13 @@ def train(
         val_images = np.rint(Standardize().apply(val_images)).astype(np.uint8)
     y_train = torch.from_numpy(train_data.labels).to(device)
     n = len(y_train)
+    t_train = None
+    if cfg.distill:  # soft targets of the clean faces (what the teacher says at analyze time), once per run
+        t0 = time.perf_counter()
+        t_train = torch.from_numpy(teacher_targets(cfg.distill, train_images, cfg.distill_views)).to(device)
+        data["distill"] = {"teacher": str(cfg.distill), "views": cfg.distill_views, "weight": cfg.distill_weight,
+                           "temp": cfg.distill_temp, "teacher_train_acc": round(float((t_train.argmax(1) == y_train).float().mean()), 4)}
+        log.info("teacher targets for %d faces in %.0f s", n, time.perf_counter() - t0)
     steps_per_epoch = max(1, n // cfg.batch_size)
     per_epoch = steps_per_epoch * cfg.batch_size  # images seen per epoch
     # the schedule runs in images seen, so a run may change machines (and batch sizes) on the way
@@ -448,6 +485,11 @@ def train(
             else:
                 logits = model(xb)
                 loss = crit(logits, yb)
+            if t_train is not None:
+                tb = t_train[idx.to(device)]
+                if cfg.mixup > 0:
+                    tb = lam * tb + (1 - lam) * tb[mix]
+                loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * distill_loss(logits, tb, cfg.distill_temp)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -52,6 +52,13 @@ def register(sub) -> None:
                    help="loss weight of a class ~ (1/frequency)^K: 0 = unweighted, 1 = fully balanced")
     t.add_argument("--warmup", type=float, default=2.0, metavar="EPOCHS",
                    help="linear learning-rate warm-up, in epochs")
+    t.add_argument("--distill", metavar="TEACHER", default="",
+                   help="also learn an exported model's answers (ONNX with its card, or a shipped model's name): each "
+                   "training face's probabilities averaged over the teacher's --distill-views, as analyze computes them")
+    t.add_argument("--distill-views", choices=("mirror", "jitter"), default="jitter", help="the teacher's test-time views (default jitter)")
+    t.add_argument("--distill-weight", type=float, default=0.5, metavar="W",
+                   help="share of the distillation loss; the rest is cross-entropy with the labels (default 0.5)")
+    t.add_argument("--distill-temp", type=float, default=2.0, metavar="T", help="distillation temperature (default 2)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     t.add_argument("--init", metavar="CHECKPOINT",
                    help="start from this checkpoint's weights (same --widths) with a fresh schedule; an exported float "
@@ -79,7 +86,8 @@ def run(args) -> int:
         widths=tuple(int(w) for w in (args.widths or ("64,128,256,512" if args.arch == "vgg" else "32,64,128,256")).split(",")),
         standardize=args.standardize, arch=args.arch, crop=args.crop, images=args.images, compact=args.compact,
         degrade_p=args.degrade, yaw_deg=args.yaw, mixup=args.mixup, class_weight_power=args.class_weight_power,
-        warmup_epochs=args.warmup,
+        warmup_epochs=args.warmup, distill=args.distill, distill_views=args.distill_views,
+        distill_weight=args.distill_weight, distill_temp=args.distill_temp,
     )
     tr = load_dataset(args.data, args.train_split)
     va = load_dataset(args.data, args.val_split)

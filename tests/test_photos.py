@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+import emoreel
 from emoreel.cli import main
 from emoreel.config import AnalyzeOptions
 from emoreel.detect import CenterFaceDetector
@@ -242,3 +243,39 @@ def test_identity_never_links_faces_of_different_images(tmp_path):
     out = tmp_path / "o"
     analyze_to_dir(shots, out, AnalyzeOptions(known_faces=str(people), tolerance=0.3, threads=1))
     assert [(r["source"], r["person"]) for r in rows_of(out)] == [("1.png", "eileen"), ("2.png", "unknown")]
+
+
+def _face_crop(k: float = 0.78, size: int = 192):
+    """The astronaut's face cropped so tight (``k`` x its box, centred) that it fills the photo: the
+    detector finds it scoring 0.44, under its 0.5 threshold (a face crop lacks the context it expects)."""
+    from emoreel.detect import create_detector
+    from emoreel.sample import astronaut
+
+    img = astronaut()
+    b = create_detector("centerface", max_side=0).detect(img).boxes[0]
+    cx, cy, s = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2, (b[2] - b[0]) * k / 2
+    crop = img[int(cy - s) : int(cy + s), int(cx - s) : int(cx + s)]
+    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_CUBIC)
+
+
+def test_a_photo_that_is_all_face_gets_a_second_look(tmp_path):
+    """A tight face crop scores under the detector's threshold; photos get a second look down to
+    --photo-threshold for one large face, which is then gated and classified like any other. A photo
+    with no face (or only a small, weak one) gets nothing, and --photo-threshold 0.5 turns it off."""
+    from emoreel.detect import create_detector
+
+    crop = _face_crop()
+    score = create_detector("centerface", max_side=0).detect_at(crop, 0.05).scores
+    assert len(score) == 1 and 0.3 < score[0] < 0.5
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "crop.png"), crop)
+    tiles = np.tile(_face_crop(size=96), (5, 5, 1))  # 25 weak faces (0.28-0.41), each a fifth of the side: too small
+    assert len(create_detector("centerface", max_side=0).detect_at(tiles, 0.2)) > 5
+    cv2.imwrite(str(photos / "tiles.png"), tiles)
+    noise = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    cv2.imwrite(str(photos / "noise.png"), cv2.GaussianBlur(noise, (0, 0), 3))
+    obs = list(emoreel.analyze(photos))
+    assert [(o.source, o.accepted) for o in obs] == [("crop.png", True)]
+    assert 0.3 < obs[0].det_score < 0.5 and obs[0].emotion == "happy"
+    assert list(emoreel.analyze(photos, photo_threshold=0.5)) == []

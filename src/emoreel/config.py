@@ -24,6 +24,7 @@ class AnalyzeOptions:
     det_max_side: int = opt(320, "detect on frames downscaled so the long side is at most this, but never so far that a --min-face face drops below what the detector finds (0 = full size)")
     image_max_side: int = opt(1280, "for image folders/globs: detect on photos downscaled so the long side is at most this (0 = full size); photos need more pixels than video frames (a face scoring 0.45 at 320 px scored 0.84 at full size)")
     det_threshold: float = opt(0.5, "minimum detector confidence for a face")
+    photo_threshold: float = opt(0.2, "for image folders/globs: a photo where no face is found and kept gets a second look down to this detector score, keeping its strongest new face only if that face spans at least a quarter of the photo's short side (a portrait or a face crop) and passes the gate (FER2013 val faces as 192 px photos: 4.7%% more faces found, 2 in 3 of them right; none on 181 photos without a face); >= --det-threshold: off")
     min_face: int = opt(40, "smallest face (box side in pixels) that is classified")
     max_yaw: float = opt(70.0, "face gate: max head turn in degrees, estimated from the nose's offset between the eyes (70: while both eyes show; 25: faces looking at the camera)")
     max_roll: float = opt(30.0, "frontal gate: max eye-line tilt in degrees")
@@ -82,7 +83,7 @@ MAX_THREADS = 64
 LIMITS: dict[str, tuple[float, float, type]] = {
     # option: (lowest, highest, int or float); None values (start, end, max_frames, ...) are not checked
     "every": (1, 10**9, int), "start": (0, 1e9, float), "end": (0, 1e9, float), "max_frames": (1, 10**12, int),
-    "det_max_side": (0, 16384, int), "image_max_side": (0, 16384, int), "det_threshold": (0, 1, float),
+    "det_max_side": (0, 16384, int), "image_max_side": (0, 16384, int), "det_threshold": (0, 1, float), "photo_threshold": (0, 1, float),
     "min_face": (1, 10**5, int), "max_yaw": (0, 90, float), "max_roll": (0, 180, float),
     "min_sharpness": (0, 1e9, float), "scene_cut": (0, 255, float), "margin": (0, 2, float),
     "repeat": (1, 10**6, int), "ema": (0.001, 1, float), "min_prob": (0, 1, float), "track_iou": (0, 1, float),

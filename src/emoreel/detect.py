@@ -161,6 +161,13 @@ class ScaledDetector(FaceDetector):
         small, _ = self._scaled(image)
         return self._to_image(image, small, self._detect(small))
 
+    def detect_at(self, image: np.ndarray, threshold: float) -> Faces:
+        """:meth:`detect` with another score threshold, for this call only (backends whose ``_detect``
+        honours ``floor``: :attr:`supports_regions`)."""
+        image = as_bgr(image)
+        small, _ = self._scaled(image)
+        return self._to_image(image, small, self._detect(small, threshold), threshold)
+
     def _scaled(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         """``image`` at the working scale (the same pixels whichever method detects) and that scale."""
         h, w = image.shape[:2]
@@ -169,9 +176,9 @@ class ScaledDetector(FaceDetector):
             return image, scale
         return downscale(image, (max(1, round(w * scale)), max(1, round(h * scale)))), scale
 
-    def _to_image(self, image: np.ndarray, small: np.ndarray, faces: Faces) -> Faces:
-        """Working-scale detections over ``threshold`` back in ``image`` pixels, refined."""
-        faces = faces[faces.scores >= self.threshold]
+    def _to_image(self, image: np.ndarray, small: np.ndarray, faces: Faces, threshold: float | None = None) -> Faces:
+        """Working-scale detections over ``threshold`` (the detector's) back in ``image`` pixels, refined."""
+        faces = faces[faces.scores >= (self.threshold if threshold is None else threshold)]
         if small.shape[:2] != image.shape[:2]:
             # exact factors per axis (rounding the size changes the aspect a little)
             fx, fy = image.shape[1] / small.shape[1], image.shape[0] / small.shape[0]

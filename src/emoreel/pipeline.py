@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 UNKNOWN_PERSON = "unknown_person"
 MAX_FRAMES_IN_FLIGHT = 6  # per worker thread: decoded frames waiting in detection groups
 SEED_MARGIN = 0.2  # fast schedule: keyframe candidates this far under the detector threshold are looked at again
+PORTRAIT_SHARE = 0.25  # photos: a face found by the second look must span this share of the photo's short side
 
 
 def model_path_for(o: AnalyzeOptions, providers: list[str]):
@@ -316,6 +317,8 @@ class Analyzer:
         det = detector or self.detector
         if not self.regions or len(frames) == 1:
             first = self.prepare(frames[0], det.detect(frames[0].image))
+            if self.per_image:
+                first = self.second_look(frames[0], first, det)
             return [(first, "keyframe")] + [(None, "")] * (len(frames) - 1)
         first, weak = det.detect_seeds(frames[0].image, det.threshold - SEED_MARGIN)
         out: list[tuple[Faces | None, str]] = [(self.prepare(frames[0], first), "keyframe")]
@@ -328,6 +331,26 @@ class Analyzer:
                 faces = det.detect_regions(frame.image, rects) if rects else Faces.empty()
                 out.append((self.prepare(frame, faces), "regions"))
         return out
+
+    def second_look(self, frame: Frame, faces: Faces, detector: FaceDetector | None = None) -> Faces:
+        """A photo without a kept face, looked at again down to ``--photo-threshold``.
+
+        Of the new candidates (scoring under the detector's threshold), the strongest one spanning at
+        least :data:`PORTRAIT_SHARE` of the photo's short side (a portrait or a face crop, where a
+        face fills the frame and scores low for want of context) is gated and classified like any
+        face, and added when kept. ``faces`` is returned unchanged otherwise.
+        """
+        det = detector or self.detector
+        floor = self.options.photo_threshold
+        if (len(faces) and faces.accepted.any()) or not getattr(det, "supports_regions", False) or floor >= det.threshold:
+            return faces
+        cand = det.detect_at(frame.image, floor)
+        side = min(frame.image.shape[:2])
+        new = np.flatnonzero((cand.scores < det.threshold) & (np.minimum(cand.widths, cand.heights) >= PORTRAIT_SHARE * side))
+        if not len(new):
+            return faces
+        best = self.prepare(frame, cand[new[[int(np.argmax(cand.scores[new]))]]])
+        return Faces.concat([faces, best]) if best.accepted.any() else faces
 
     def count(self, how: str) -> None:
         """Record in run.json ``schedule`` how a frame was detected (see :meth:`detect_group`)."""

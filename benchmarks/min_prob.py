@@ -1,7 +1,7 @@
 """Derive the default ``--min-prob`` from FER2013 val: the top probability above which the model is right
 at least TARGET of the time (see docs/model.md, "Confident labels"). Re-run it after replacing the model.
 
-    .venv/bin/python benchmarks/min_prob.py [--data ../shared/data/fer2013-train-val.zip] [--model M.onnx] [--target 0.8]
+    .venv/bin/python benchmarks/min_prob.py [--data ../shared/data/fer2013-train-val.zip] [--model M.onnx] [--target 0.8] [--views jitter]
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import argparse
 
 import numpy as np
 
+from emoreel.config import AnalyzeOptions
 from emoreel.datasets import load_dataset
 from emoreel.decode import confidence_threshold
 from emoreel.emotion import EmotionModel
@@ -20,13 +21,15 @@ def main() -> None:
     ap.add_argument("--data", default="../shared/data/fer2013-train-val.zip")
     ap.add_argument("--model", default=None, help="ONNX model (default: the shipped one)")
     ap.add_argument("--target", type=float, default=0.8, help="accuracy wanted among the labelled faces")
+    ap.add_argument("--views", default=AnalyzeOptions.views, choices=("single", "mirror", "jitter"),
+                    help="test-time views, as analyze runs them (default: analyze's)")
     a = ap.parse_args()
     val = load_dataset(a.data, "val")
     model = EmotionModel(a.model, threads=1)
-    probs = np.concatenate([model.predict(list(val.images[i : i + 256]), tta=True) for i in range(0, len(val), 256)])
+    probs = model.predict(list(val.images), a.views)
     y = val.labels
     top, right = probs.max(axis=1), probs.argmax(axis=1) == y
-    print(f"model {model.name}, {len(y)} FER2013 val faces, accuracy {right.mean():.3f} (TTA)\n")
+    print(f"model {model.name}, {len(y)} FER2013 val faces, accuracy {right.mean():.3f} ({a.views} views)\n")
     print("| min top prob | faces kept | accuracy of kept | accuracy of faces in [t, t+0.1) |\n|---|---|---|---|")
     for t in np.arange(0.2, 0.95, 0.05):
         kept, band = top >= t, (top >= t) & (top < t + 0.1)

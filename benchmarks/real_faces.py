@@ -10,7 +10,7 @@ The labels are ours, given by looking at each face (docs/model.md shows the crop
 - the clip, frames 225-274 (an audience shot): four people laughing or smiling, three of them
   turned 55-65 degrees with both eyes visible; every frame, labelled happy.
 
-    python benchmarks/real_faces.py [--model A.onnx --model B.onnx] [--views auto mirror jitter] [--json out.json]
+    python benchmarks/real_faces.py [--model A.onnx --model B.onnx] [--views mirror jitter] [--json out.json]
 
 Prints, per model and set: faces found, accuracy over found faces and over all, and accuracy by yaw.
 """
@@ -87,7 +87,7 @@ def build_photo_sets(root: Path) -> dict[str, Path]:
     return sets
 
 
-def clip_check(model: str | None, views: str = "auto") -> dict:
+def clip_check(model: str | None, views: str = AnalyzeOptions.views) -> dict:
     """Every labelled audience face of the clip, analyzed as a video is (the same Analyzer, frame by frame)."""
     an = Analyzer(AnalyzeOptions(model=model, threads=1, views=views))
     found = right = total = 0
@@ -122,7 +122,7 @@ def clip_check(model: str | None, views: str = "auto") -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="append", help="model(s) to compare (default: the shipped default)")
-    ap.add_argument("--views", nargs="+", default=["auto"], help="test-time view sets to compare (AnalyzeOptions.views)")
+    ap.add_argument("--views", nargs="+", default=[AnalyzeOptions.views], help="test-time view sets to compare (AnalyzeOptions.views)")
     ap.add_argument("--json", help="also write the numbers here")
     args = ap.parse_args()
     if not SHARED.is_dir():
@@ -133,7 +133,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         sets = build_photo_sets(Path(tmp))
         for model, views in [(m, v) for m in args.model or [None] for v in args.views]:
-            name = (model or "default") + ("" if views == "auto" else f", views {views}")
+            name = f"{model or 'default'}, views {views}"
             res = out[name] = {}
             for kind, folder in sets.items():
                 r = evaluate_photos(folder, model=model, options=AnalyzeOptions(model=model, views=views))

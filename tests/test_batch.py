@@ -316,3 +316,21 @@ def test_batch_ends_with_128_plus_the_signal(tmp_path, monkeypatch, sig):
 
     monkeypatch.setattr(batch_mod, "run_batch", stopped)
     assert main(["batch", str(tmp_path / "x.mp4"), "-o", str(tmp_path / "root"), "-q"]) == 128 + sig
+
+
+def test_runs_compare_by_the_options_that_act():
+    """Resume and batch skip compare run.json params: a run recorded before --views existed used the
+    mirror; the views do not matter without TTA; photo_threshold and threads never change a video's
+    results; any other option missing from one side differs."""
+    from emoreel.stitch import differing_params
+
+    new = AnalyzeOptions().to_dict()
+    old = {k: v for k, v in new.items() if k not in ("views", "photo_threshold")}
+    assert differing_params(old, new) == ["views"]
+    assert differing_params(old, {**new, "views": "mirror"}) == []
+    assert differing_params({**old, "tta": False}, {**new, "tta": False}) == []
+    assert differing_params({**old, "tta": False}, new) == ["tta", "views"]
+    assert differing_params(new, {**new, "photo_threshold": 0.5, "threads": 7}) == []
+    assert differing_params({**new, "views": "jitter", "tta_margin": 0.2}, new) == []  # tta_margin: mirror only
+    assert differing_params({**new, "views": "mirror", "tta_margin": 0.2}, {**new, "views": "mirror"}) == ["tta_margin"]
+    assert differing_params({k: v for k, v in new.items() if k != "min_prob"}, new) == ["min_prob"]

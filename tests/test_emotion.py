@@ -116,4 +116,18 @@ def test_analyze_uses_the_chosen_views(tmp_path):
         np.testing.assert_allclose(got[views], an.model.predict(crops, views)[0], atol=2e-4)  # CSV: 4 decimals
         an.close()
     assert np.abs(got["mirror"] - got["jitter"]).max() > 0.005
-    assert Analyzer(AnalyzeOptions(tta=False)).views == "single"
+    one = Analyzer(AnalyzeOptions(tta=False))
+    assert one.views == "single"
+    one.close()
+
+
+def test_an_unknown_view_set_is_refused_before_any_work():
+    import pytest
+
+    from emoreel.config import AnalyzeOptions
+    from emoreel.errors import InputError
+
+    with pytest.raises(InputError, match="--views must be one of mirror, jitter"):
+        AnalyzeOptions(views="auto").validate()
+    with pytest.raises(ValueError, match="unknown view set"):
+        EmotionModel().predict(_faces(2), "zoom")

@@ -279,3 +279,14 @@ def test_a_photo_that_is_all_face_gets_a_second_look(tmp_path):
     assert [(o.source, o.accepted) for o in obs] == [("crop.png", True)]
     assert 0.3 < obs[0].det_score < 0.5 and obs[0].emotion == "happy"
     assert list(emoreel.analyze(photos, photo_threshold=0.5)) == []
+
+
+def test_the_second_look_never_adds_a_face_already_found(tmp_path):
+    """A face found and rejected by the gate (here: --max-yaw 1) is not found again as a weaker box."""
+    from emoreel.sample import astronaut
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "a.png"), astronaut())
+    obs = list(emoreel.analyze(photos, max_yaw=1))
+    assert [(o.accepted, o.reject_reason) for o in obs] == [(False, "not_frontal")]

@@ -465,6 +465,10 @@ def test_vgg_recipe_on_crops_with_compact_checkpoints_exports_and_ten_crops(tmp_
     ten = runtime.predict(list(x), tta=True)
     assert ten.shape == (6, 7) and np.allclose(ten.sum(1), 1, atol=1e-5) and np.abs(ten - ref).max() > 1e-4
     assert evaluate(runtime, va, tta=True).n == len(va)
+    # analyze's named views give a crop model its ten crops (zoomed views were measured for whole-face models)
+    assert np.abs(runtime.predict(list(x), "jitter") - ten).max() < 1e-6
+    assert np.abs(runtime.predict(list(x), "mirror") - ten).max() < 1e-6
+    assert evaluate(runtime, va, tta="jitter").to_dict()["views"] == "ten-crop"
 
 
 def test_face_pack_round_trip_and_train_reads_it(tmp_path, capsys):

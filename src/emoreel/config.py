@@ -24,7 +24,7 @@ class AnalyzeOptions:
     det_max_side: int = opt(320, "detect on frames downscaled so the long side is at most this, but never so far that a --min-face face drops below what the detector finds (0 = full size)")
     image_max_side: int = opt(1280, "for image folders/globs: detect on photos downscaled so the long side is at most this (0 = full size); photos need more pixels than video frames (a face scoring 0.45 at 320 px scored 0.84 at full size)")
     det_threshold: float = opt(0.5, "minimum detector confidence for a face")
-    photo_threshold: float = opt(0.2, "for image folders/globs: a photo where no face is found and kept gets a second look down to this detector score, keeping its strongest new face only if that face spans at least a quarter of the photo's short side (a portrait or a face crop) and passes the gate (FER2013 val faces as 192 px photos: 4.7%% more faces found, 2 in 3 of them right; none on 181 photos without a face); >= --det-threshold: off")
+    photo_threshold: float = opt(0.2, "for image folders/globs: a photo where no face is found and kept gets a second look down to this detector score, keeping its strongest new face only if that face spans at least a quarter of the photo's short side (a portrait or a face crop) and passes the gate (FER2013 val faces as 192 px photos: 4.7%% more faces found, 2 in 3 of them right; none on 181 photos without a face); CenterFace only; >= --det-threshold: off")
     min_face: int = opt(40, "smallest face (box side in pixels) that is classified")
     max_yaw: float = opt(70.0, "face gate: max head turn in degrees, estimated from the nose's offset between the eyes (70: while both eyes show; 25: faces looking at the camera)")
     max_roll: float = opt(30.0, "frontal gate: max eye-line tilt in degrees")
@@ -67,6 +67,10 @@ class AnalyzeOptions:
                 raise InputError(f"{flag} must be {'a whole number' if kind is int else 'a number'} (got {v!r})")
             if not math.isfinite(v) or v < lo or v > hi:
                 raise InputError(f"{flag} must be between {lo:g} and {hi:g} (got {v})")
+        for f in fields(self):  # names from a fixed list (a library caller may pass a detector object instead)
+            choices, v = f.metadata.get("choices"), getattr(self, f.name)
+            if choices and isinstance(v, str) and v not in choices:
+                raise InputError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)} (got {v!r})")
         return self
 
     @classmethod

@@ -28,7 +28,7 @@ DEFAULT_EYES = ((0.3, 0.4), (0.7, 0.4))  # fraction of (width, height) when a ca
 
 
 class View(NamedTuple):
-    """One test-time view of an aligned face: scaled about its centre, shifted (pixels of the model's input), mirrored."""
+    """One test-time view of an aligned face: scaled about its centre, shifted (pixels of the aligned face), mirrored."""
 
     scale: float = 1.0
     dx: float = 0.0
@@ -47,7 +47,8 @@ VIEWS: dict[str, tuple[View, ...]] = {
     # alignment misplaces a face (FER2013 val through detection: 68.35% vs 67.67% with the mirror alone)
     "jitter": _mirrored([View(), View(0.9), View(1.1)]),
 }
-"""Named test-time view sets (``predict(crops, name)``); benchmarks/fer_pipeline.py measures them."""
+"""Named test-time view sets; ``predict(crops, name)`` uses them (for ``"jitter"``, selectively: see
+:meth:`EmotionModel.predict`); benchmarks/fer_pipeline.py measures them."""
 
 JITTER_MARGIN = 0.3
 """``jitter`` adds its zoomed views only to faces whose mirror-averaged top-2 margin is below this: on FER2013
@@ -308,7 +309,7 @@ class EmotionModel:
         with ``tta`` its mirror too (for crop models the four corner crops and all mirrored: ten crops);
         or the named or given views (:data:`VIEWS`; warped views are moved about the face's centre)."""
         s, nchw = self.spec, self.spec.layout == "NCHW"
-        if not isinstance(tta, bool):
+        if isinstance(tta, (str, list, tuple)):
             return [self._view(x, v) for v in self.view_set(tta)]
         if s.crop:
             c = s.crop
@@ -341,23 +342,30 @@ class EmotionModel:
     def predict(self, crops, tta: bool | str | Sequence[View] = False) -> np.ndarray:
         """Class probabilities (N, classes) for a batch of face crops, averaged over views: ``tta`` True
         averages with the mirror (for models trained on crops: ten crops, the centre and corners and
-        their mirrors); a view-set name (:data:`VIEWS`) or a list of :class:`View` averages over those,
-        except that ``"jitter"`` adds its zoomed views only where the mirror's top-2 margin is under
-        :data:`JITTER_MARGIN` (a pure function of each face, so the same face always gets the same answer)."""
+        their mirrors); a list of :class:`View` averages over those views; a view-set name (:data:`VIEWS`)
+        over its views, except that the name ``"jitter"`` adds the zoomed views only where the mirror's
+        top-2 margin is under :data:`JITTER_MARGIN` (a pure function of each face: the same face always gets
+        the same answer; ``VIEWS["jitter"]`` itself averages all six for every face), and that models
+        trained on crops (card ``input.crop``) get their ten crops for ``"mirror"`` and ``"jitter"``."""
         if len(crops) == 0:
             return np.zeros((0, len(self.classes)), np.float32)
         if len(crops) > self.max_batch:  # bounded memory: a network's activations grow with the batch
             return np.concatenate([self.predict(crops[i : i + self.max_batch], tta)
                                    for i in range(0, len(crops), self.max_batch)])  # fmt: skip
         x = self.preprocess(crops)
-        if isinstance(tta, str) and tta == "jitter":  # the mirror for every face, the zoomed views where it is unsure
-            p = self._average(x, VIEWS["mirror"])
-            top2 = np.sort(p, axis=1)[:, -2:]
-            unsure = np.flatnonzero(top2[:, 1] - top2[:, 0] < JITTER_MARGIN)
-            if len(unsure):
-                zoomed = [v for v in VIEWS["jitter"] if v not in VIEWS["mirror"]]
-                p[unsure] = (p[unsure] * 2 + self._average(x[unsure], zoomed) * len(zoomed)) / (2 + len(zoomed))
-            return p
+        if isinstance(tta, str):
+            self.view_set(tta)  # a known name
+            if self.spec.crop:  # models trained on crops: their ten crops (zoomed views were measured for others)
+                return self._average(x, tta != "single")
+            if tta == "jitter":  # the mirror for every face, the zoomed views where it is unsure
+                mirror = VIEWS["mirror"]
+                p = self._average(x, mirror)
+                top2 = np.sort(p, axis=1)[:, -2:]
+                unsure = np.flatnonzero(top2[:, 1] - top2[:, 0] < JITTER_MARGIN)
+                if len(unsure):
+                    zoomed = [v for v in VIEWS["jitter"] if v not in mirror]
+                    p[unsure] = (p[unsure] * len(mirror) + self._average(x[unsure], zoomed) * len(zoomed)) / (len(mirror) + len(zoomed))
+                return p
         return self._average(x, tta)
 
     def _average(self, x: np.ndarray, tta: bool | str | Sequence[View]) -> np.ndarray:

@@ -233,7 +233,10 @@ def evaluate(model: EmotionModel | str | Path | None, data: LabelledFaces, tta: 
         raise ModelError(f"model {model.name} gives {probs.shape[1:]} outputs per face, its card names {len(model.classes)} classes")
     order = [model.classes.index(c) for c in data.classes]  # the model's class order onto the data's
     pred = probs[:, order].argmax(1)
-    views = tta if isinstance(tta, str) else ("ten-crop" if model.spec.crop else "mirror") if tta else "single"
+    if isinstance(tta, str):
+        views = "ten-crop" if model.spec.crop and tta != "single" else tta
+    else:
+        views = ("ten-crop" if model.spec.crop else "mirror") if tta else "single"
     return EvalResult.from_predictions(data.classes, data.labels, pred, tta=views != "single", views=views,
                                        data=data.source, model=model.name)  # fmt: skip
 
@@ -514,7 +517,7 @@ def evaluate_photos(
                 if progress:
                     progress(done, len(outcomes))
             skipped = list(src.skipped_images)
-        views = analyzer.views
+        views = "ten-crop" if em.spec.crop and analyzer.views != "single" else analyzer.views
     finally:
         analyzer.close()
     skipped_set = set(skipped)

@@ -32,7 +32,7 @@ from .results import RECORDING, OutputLock, ResultsWriter, check_output_dir, pre
 from .runtime import CUDA, choose_default_model, providers_for
 from .schedule import DETECT_EVERY, FAST_SCHEDULE, WorkSchedule, predict_selective
 from .smooth import EmotionSmoother
-from .track import Tracker
+from .track import Tracker, iou_matrix
 from .types import EYE_L, EYE_R, Faces, Frame, Observation
 from .video import CutDetector, VideoSource, open_source
 
@@ -247,6 +247,8 @@ class Analyzer:
                 self._prepare_predicted(frame, faces, n)
             else:
                 self.prepare(frame, faces)
+                if self.per_image:
+                    faces = self.second_look(frame, faces, self._calling_thread_detector())
         if not predicted:
             self.tracker.update(faces, frame.index)
             if self._fast:
@@ -335,18 +337,22 @@ class Analyzer:
     def second_look(self, frame: Frame, faces: Faces, detector: FaceDetector | None = None) -> Faces:
         """A photo without a kept face, looked at again down to ``--photo-threshold``.
 
-        Of the new candidates (scoring under the detector's threshold), the strongest one spanning at
-        least :data:`PORTRAIT_SHARE` of the photo's short side (a portrait or a face crop, where a
-        face fills the frame and scores low for want of context) is gated and classified like any
-        face, and added when kept. ``faces`` is returned unchanged otherwise.
+        Of the new candidates (scoring under the detector's threshold, not overlapping a face already
+        found), the strongest one spanning at least :data:`PORTRAIT_SHARE` of the photo's short side (a
+        portrait or a face crop, where a face fills the frame and scores low for want of context) is
+        gated and classified like any face, and added when kept. ``faces`` is returned unchanged
+        otherwise, and by detectors other than CenterFace (whose scores this was measured on).
         """
         det = detector or self.detector
-        floor = self.options.photo_threshold
+        floor = max(self.options.photo_threshold, 0.05)  # never every heatmap cell
         if (len(faces) and faces.accepted.any()) or not getattr(det, "supports_regions", False) or floor >= det.threshold:
             return faces
         cand = det.detect_at(frame.image, floor)
         side = min(frame.image.shape[:2])
-        new = np.flatnonzero((cand.scores < det.threshold) & (np.minimum(cand.widths, cand.heights) >= PORTRAIT_SHARE * side))
+        new = (cand.scores < det.threshold) & (np.minimum(cand.widths, cand.heights) >= PORTRAIT_SHARE * side)
+        if len(faces) and len(cand):  # not a weaker box around a face already found (and rejected)
+            new &= iou_matrix(cand.boxes, faces.boxes).max(1) < 0.3
+        new = np.flatnonzero(new)
         if not len(new):
             return faces
         best = self.prepare(frame, cand[new[[int(np.argmax(cand.scores[new]))]]])

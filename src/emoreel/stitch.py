@@ -38,11 +38,12 @@ OVERLAP_FRAMES = 12
 MIN_IOU = 0.5
 """Least box overlap for a face in the overlap to count as the same face as a written row."""
 
-RESULT_NEUTRAL_PARAMS = ("threads",)
-"""Options that never change results (threads only change speed); ignored when comparing runs."""
+RESULT_NEUTRAL_PARAMS = ("threads", "photo_threshold")
+"""Options that never change the results of a video (threads only change speed; photo_threshold is for photos,
+and only videos are resumed, split or skipped as done); ignored when comparing runs."""
 
 LEGACY_PARAMS = {"views": "mirror"}
-"""What runs recorded before an option existed did, where that is not the option's default."""
+"""What runs recorded before these options existed did (compared as if recorded; any other missing option differs)."""
 
 _WARM_ID = 1_000_000_000  # warm-up track ids are offset so they never meet a written id
 
@@ -58,15 +59,28 @@ def detect_interval(o: AnalyzeOptions) -> int:
     return DETECT_EVERY
 
 
+def _effective(params: dict) -> dict:
+    """``params`` as they act: legacy options filled in (:data:`LEGACY_PARAMS`), the views dropped when
+    ``tta`` is off (one view either way) and ``tta_margin`` unless the views are the mirror alone."""
+    p = {**LEGACY_PARAMS, **params}
+    if not p.get("tta", True):
+        p.pop("views", None)
+    if p.get("views") != "mirror":
+        p.pop("tta_margin", None)
+    return p
+
+
 def differing_params(a: dict, b: dict) -> list[str]:
     """Names of the analysis options whose values differ between two run.json ``params``.
 
-    An option one side does not record (a run of an emoreel from before the option) counts as what that
-    emoreel did (:data:`LEGACY_PARAMS`), else at its default.
+    Options that do not act on the results are left out (:func:`_effective`, :data:`RESULT_NEUTRAL_PARAMS`);
+    one that a run of an older emoreel does not record counts as what it did (:data:`LEGACY_PARAMS`),
+    any other missing one as different.
     """
-    defaults = {**AnalyzeOptions().to_dict(), **LEGACY_PARAMS}
+    a, b = _effective(a), _effective(b)
     keys = (set(a) | set(b)) - set(RESULT_NEUTRAL_PARAMS)
-    return sorted(k for k in keys if a.get(k, defaults.get(k)) != b.get(k, defaults.get(k)))
+    diff = {k for k in keys if a.get(k) != b.get(k)}
+    return sorted(diff - {"tta_margin"} if "views" in diff else diff)  # the margin acts with one of the views only
 
 
 def read_meta(out_dir: str | Path) -> dict | None:
@@ -265,7 +279,7 @@ class ResumePlan:
         old = self.meta
         diff = differing_params(old.get("params", {}), meta["params"])
         if diff:
-            was = ", ".join(f"{k}={old.get('params', {}).get(k)!r}" for k in diff)
+            was = ", ".join(f"{k}={_effective(old.get('params', {})).get(k)!r}" for k in diff)
             raise InputError(f"cannot resume {self.out}: it was analysed with {was}; give the same options, or --force to start over")
         if (old.get("model") or {}).get("sha256") != meta["model"]["sha256"]:
             raise InputError(f"cannot resume {self.out}: it was analysed with another model ({old.get('model', {}).get('name')}); "

@@ -396,6 +396,7 @@ def train(
     start_epoch, history, best = 0, [], (-1, -1.0)
     data = {"train": train_data.source, "n_train": len(train_data), "val": val_data.source, "n_val": len(val_data)}
     resume_commands: list[str] = []
+    was_distill = None  # the resumed run's teacher
     last = out / "last.pt"
     if init is not None and str(init).lower().endswith(".onnx") and not (resume and last.exists()):
         data["init"] = init_from_onnx(model, init, train_data.images, cfg)
@@ -434,6 +435,7 @@ def train(
         resume_commands = list(ck.get("resume_commands", []))
         if "init" in ck.get("data", {}):
             data["init"] = ck["data"]["init"]  # where the interrupted run started from
+        was_distill = ck.get("data", {}).get("distill")
         if command and command != ck.get("command", command):
             resume_commands.append(command)
         command = ck.get("command", command)
@@ -444,11 +446,22 @@ def train(
     y_train = torch.from_numpy(train_data.labels).to(device)
     n = len(y_train)
     t_train = None
-    if cfg.distill:  # soft targets of the clean faces (what the teacher says at analyze time), once per run
+    if cfg.distill:  # soft targets of the clean faces (the teacher over all its views), once per run or resume
+        from .emotion import resolve_model, sha256_file
+
+        if not cfg.distill_temp > 0 or not 0 <= cfg.distill_weight <= 1:
+            raise EmoreelError(f"distillation needs a temperature > 0 and a weight in [0, 1] (got {cfg.distill_temp}, {cfg.distill_weight})")
+        teacher = resolve_model(cfg.distill)
+        if not teacher.is_file():
+            raise EmoreelError(f"teacher model {cfg.distill} not found")
+        sha = sha256_file(teacher)
+        if (was_distill or {}).get("sha256", sha) != sha:
+            raise EmoreelError(f"{teacher} is not the teacher this run started with (sha256 {was_distill['sha256'][:12]}…)")
         t0 = time.perf_counter()
-        t_train = torch.from_numpy(teacher_targets(cfg.distill, train_images, cfg.distill_views)).to(device)
-        data["distill"] = {"teacher": str(cfg.distill), "views": cfg.distill_views, "weight": cfg.distill_weight,
-                           "temp": cfg.distill_temp, "teacher_train_acc": round(float((t_train.argmax(1) == y_train).float().mean()), 4)}
+        t_train = torch.from_numpy(teacher_targets(teacher, train_images, cfg.distill_views)).to(device)
+        data["distill"] = {"teacher": str(cfg.distill), "path": str(teacher.resolve()), "sha256": sha,
+                           "views": cfg.distill_views, "weight": cfg.distill_weight, "temp": cfg.distill_temp,
+                           "teacher_train_acc": round(float((t_train.argmax(1) == y_train).float().mean()), 4)}
         log.info("teacher targets for %d faces in %.0f s", n, time.perf_counter() - t0)
     steps_per_epoch = max(1, n // cfg.batch_size)
     per_epoch = steps_per_epoch * cfg.batch_size  # images seen per epoch

@@ -40,6 +40,8 @@ def run(args) -> int:
     from ..errors import DataError
     from ..evaluate import evaluate, evaluate_photos, is_photo_folder, load_model
 
+    if args.tta is False and args.views not in (None, "single"):
+        raise DataError(f"--no-tta and --views {args.views} contradict each other: give one")
     model = load_model(args.model)  # fails fast, before the data are read
     if args.photos or is_photo_folder(args.data, args.split):
         from ..config import AnalyzeOptions
@@ -50,8 +52,10 @@ def run(args) -> int:
         opts = {"model": args.model}
         if args.tta is not None:
             opts["tta"] = args.tta
-        if args.views is not None:
-            opts["tta"], opts["views"] = args.views != "single", ("mirror" if args.views == "single" else args.views)
+        if args.views == "single":
+            opts["tta"] = False
+        elif args.views is not None:
+            opts["tta"], opts["views"] = True, args.views
         if args.image_max_side is not None:
             opts["image_max_side"] = args.image_max_side
         print(f"{model.name}: photos in {args.data}", file=sys.stderr)

@@ -21,6 +21,8 @@ def register(sub) -> None:
     p.add_argument("--known-faces", help="folder of reference photos of known people")
     p.add_argument("--detector", default=AnalyzeOptions.detector, choices=("centerface", "haar", "hog"), help="face detector backend")
     p.add_argument("--model", help="emotion model ONNX file with its card beside it (default: the shipped one)")
+    p.add_argument("--views", default=AnalyzeOptions.views, choices=("mirror", "jitter"),
+                   help=f"test-time views per face (default {AnalyzeOptions.views}; mirror is about a sixth faster)")
     p.set_defaults(func=run)
 
 
@@ -35,7 +37,7 @@ def run(args) -> int:
     ok, why = gui_available()
     if not ok:
         raise InputError(f"cannot open a live window: {why}; {NO_WINDOW_HINT.replace('camera N', f'camera {args.camera}')}")
-    opts = AnalyzeOptions(detector=args.detector, known_faces=args.known_faces, model=args.model, threads=1)
+    opts = AnalyzeOptions(detector=args.detector, known_faces=args.known_faces, model=args.model, views=args.views, threads=1)
     title = f"emoreel live: camera {args.camera} (q to quit)"
     if not getattr(args, "verbose", False):
         from . import quiet_opencv

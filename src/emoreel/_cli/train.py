@@ -54,7 +54,7 @@ def register(sub) -> None:
                    help="linear learning-rate warm-up, in epochs")
     t.add_argument("--distill", metavar="TEACHER", default="",
                    help="also learn an exported model's answers (ONNX with its card, or a shipped model's name): each "
-                   "training face's probabilities averaged over the teacher's --distill-views, as analyze computes them")
+                   "clean training face's probabilities averaged over all of the teacher's --distill-views")
     t.add_argument("--distill-views", choices=("mirror", "jitter"), default="jitter", help="the teacher's test-time views (default jitter)")
     t.add_argument("--distill-weight", type=float, default=0.5, metavar="W",
                    help="share of the distillation loss; the rest is cross-entropy with the labels (default 0.5)")

@@ -156,6 +156,11 @@ class ScaledDetector(FaceDetector):
             scale = min(1.0, max(scale, self.smallest_face_px / self.min_face))
         return min(scale, MAX_WORKING_SIDE / long) if long > MAX_WORKING_SIDE else scale
 
+    def working_size(self, width: int, height: int) -> tuple[int, int]:
+        """Width and height of a ``width`` x ``height`` image at the working scale (what the network sees)."""
+        scale = self.working_scale(width, height)
+        return max(1, round(width * scale)), max(1, round(height * scale))
+
     def detect(self, image: np.ndarray) -> Faces:
         image = as_bgr(image)
         small, _ = self._scaled(image)
@@ -174,7 +179,7 @@ class ScaledDetector(FaceDetector):
         scale = self.working_scale(w, h)
         if scale == 1.0:
             return image, scale
-        return downscale(image, (max(1, round(w * scale)), max(1, round(h * scale)))), scale
+        return downscale(image, self.working_size(w, h)), scale
 
     def _to_image(self, image: np.ndarray, small: np.ndarray, faces: Faces, threshold: float | None = None) -> Faces:
         """Working-scale detections over ``threshold`` (the detector's) back in ``image`` pixels, refined."""
@@ -221,7 +226,7 @@ class ScaledDetector(FaceDetector):
         if len(boxes) > MAX_REGION_BOXES:
             return None
         scale = self.working_scale(width, height)
-        sw, sh = max(1, round(width * scale)), max(1, round(height * scale))
+        sw, sh = self.working_size(width, height)
         g = self.region_grid
         grid, zoomed = [], []
         for x0, y0, x1, y1 in boxes * scale:
@@ -277,7 +282,7 @@ class ScaledDetector(FaceDetector):
                 ox, oy = r.x0 * fx, r.y0 * fy
                 edge = (r.x0 == 0, r.y0 == 0, r.x1 >= small.shape[1], r.y1 >= small.shape[0])
             else:
-                sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
+                sw, sh = self.working_size(w, h)
                 ix0, iy0 = int(r.x0 / scale), int(r.y0 / scale)
                 ix1 = w if r.x1 >= sw else min(w, int(math.ceil(r.x1 / scale)))
                 iy1 = h if r.y1 >= sh else min(h, int(math.ceil(r.y1 / scale)))

@@ -503,10 +503,9 @@ def _detector_meta(det: FaceDetector, width: int, height: int) -> dict:
     """The detector's name and, for the built-in backends, its settings and working size for this input."""
     meta: dict = {"name": det.name, "device": getattr(det, "device", "cpu")}
     if isinstance(det, ScaledDetector):
-        scale = det.working_scale(width, height) if width and height else 1.0
         meta.update(threshold=det.threshold, max_side=det.max_side, min_face=det.min_face,
                     smallest_face_px=det.smallest_face_px,
-                    working_size=[max(1, round(width * scale)), max(1, round(height * scale))] if width else None)
+                    working_size=list(det.working_size(width, height)) if width and height else None)
     return meta
 
 

@@ -106,6 +106,9 @@ def run(args) -> int:
             file=sys.stderr, flush=True,
         )
 
+    if cfg.distill:
+        print(f"distillation: the teacher {cfg.distill} answers every training face first "
+              f"({len(tr)} faces x its {cfg.distill_views} views; minutes on a CPU)", file=sys.stderr, flush=True)
     res = train(tr, va, args.out, cfg, resume=args.resume, device=args.device, command=command_line(), on_epoch=on_epoch,
                 init=args.init)
     print(f"best val accuracy {res.best_val_acc:.4f} at epoch {res.best_epoch}: {res.checkpoint}")

@@ -249,6 +249,18 @@ def test_shipped_model_reproduces_its_card(capsys):
     e = _shipped_card()["evaluation"]
     if e.get("data_sha256") and e["data_sha256"] != sha256_file(SHARED_ZIP):
         pytest.skip("the card was evaluated on other data")
-    assert main(["evaluate", "--data", str(SHARED_ZIP), "--split", e.get("split", "val"), "--json"]) == 0
+    assert main(["evaluate", "--data", str(SHARED_ZIP), "--split", e.get("split", "val"), "--json", "--views", "single"]) == 0  # the card: one view
     d = json.loads(capsys.readouterr().out)
     assert d["n"] == e["n"] and d["accuracy"] == e["val_accuracy"] and d["confusion"] == e["confusion"]
+
+
+def test_cli_evaluate_measures_analyzes_views_by_default(band_model, tmp_path, capsys):
+    """Crops are scored with analyze's test-time views unless told otherwise; --no-tta gives the network's
+    own number (the model card's), --tta the mirror alone; contradicting flags are one line, exit 2."""
+    root = write_folder(tmp_path / "ds", band_data())
+    base = ["evaluate", "--data", str(root), "--model", str(band_model), "--json"]
+    for extra, views in [([], "jitter"), (["--no-tta"], "single"), (["--tta"], "mirror"), (["--views", "mirror"], "mirror")]:
+        assert main(base + extra) == 0
+        assert json.loads(capsys.readouterr().out)["views"] == views, extra
+    assert main(base + ["--no-tta", "--views", "jitter"]) == 2
+    assert "contradict" in capsys.readouterr().err

@@ -179,7 +179,7 @@ def test_cli_export_then_evaluate_reproduces_card(trained, tmp_path, capsys):
     e = card["evaluation"]
     assert e["split"] == "val" and e["data"] == "ds" and e["n"] == 35 and set(e["per_class_recall"]) == set(EMOTIONS)
     assert card["sha256"] == sha256_file(onnx_path)
-    assert main(["evaluate", "--data", str(ds), "--model", str(onnx_path), "--json"]) == 0
+    assert main(["evaluate", "--data", str(ds), "--model", str(onnx_path), "--json", "--views", "single"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert {"accuracy", "n", "classes", "per_class", "confusion"} <= set(result)
     assert result["accuracy"] == e["val_accuracy"] and result["confusion"] == e["confusion"]

@@ -20,11 +20,12 @@ def register(sub) -> None:
     p.add_argument("--photos", action="store_true", help="DATA holds full-size photos in <class>/ folders (detected automatically)")
     p.add_argument("--model", help="ONNX file with its card beside it, or a shipped model's name (default: emoreel-fer-int8)")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                   help="average each face with its mirror image, ten crops for models trained on crops (default: "
-                   "off for crops; photos as in analyze: --views jitter)")  # fmt: skip
+                   help="--tta: the mirror alone (ten crops for models trained on crops); --no-tta: one view, the "
+                   "network's own accuracy as its model card gives it (default: analyze's views, --views)")  # fmt: skip
     p.add_argument("--views", choices=("single", "mirror", "jitter"), default=None,
-                   help="test-time views averaged per face (emoreel.emotion.VIEWS): single, mirror, or jitter "
-                   "(also zoomed 10%% in and out); photos default to analyze's (jitter)")  # fmt: skip
+                   help="test-time views averaged per face, as analyze averages them (emoreel.emotion.VIEWS): single, "
+                   "mirror, or jitter (also zoomed 10%% in and out where the mirror is unsure; analyze's default and "
+                   "so this command's)")  # fmt: skip
     p.add_argument("--image-max-side", type=int, metavar="PX", help="photos: detect on photos downscaled to this long side (default: analyze's)")
     p.add_argument("--degrade", type=int, metavar="SEED", default=None,
                    help="crops: evaluate a degraded copy of the faces instead (every face gets some of: low "
@@ -37,25 +38,21 @@ def register(sub) -> None:
 def run(args) -> int:
     import sys
 
+    from ..config import AnalyzeOptions
     from ..errors import DataError
     from ..evaluate import evaluate, evaluate_photos, is_photo_folder, load_model
 
     if args.tta is False and args.views not in (None, "single"):
         raise DataError(f"--no-tta and --views {args.views} contradict each other: give one")
+    views = args.views or {True: "mirror", False: "single", None: AnalyzeOptions.views}[args.tta]
     model = load_model(args.model)  # fails fast, before the data are read
     if args.photos or is_photo_folder(args.data, args.split):
-        from ..config import AnalyzeOptions
-
         if args.degrade is not None:
             raise DataError("--degrade is for face crops; photos are degraded as they are")
 
-        opts = {"model": args.model}
-        if args.tta is not None:
-            opts["tta"] = args.tta
-        if args.views == "single":
-            opts["tta"] = False
-        elif args.views is not None:
-            opts["tta"], opts["views"] = True, args.views
+        opts = {"model": args.model, "tta": views != "single"}
+        if views != "single":
+            opts["views"] = views
         if args.image_max_side is not None:
             opts["image_max_side"] = args.image_max_side
         print(f"{model.name}: photos in {args.data}", file=sys.stderr)
@@ -77,7 +74,7 @@ def run(args) -> int:
         data = replace(data, images=degraded_copy(data.images, seed=args.degrade),
                        source=f"{data.source}, degraded (seed {args.degrade})")  # fmt: skip
     print(f"{model.name}: {data.summary()}", file=sys.stderr)
-    result = evaluate(model, data, tta=args.views or bool(args.tta))
+    result = evaluate(model, data, tta=views)  # models trained on crops: ten crops for mirror and jitter
     if args.plot:
         result.plot_confusion(args.plot)
     print(result.to_json() if args.json else result.text())

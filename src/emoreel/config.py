@@ -33,7 +33,7 @@ class AnalyzeOptions:
     margin: float = opt(0.0, "extra margin around the aligned crop, as a fraction of its size")
     model: str | None = opt(None, "emotion model: an ONNX file with its card beside it, or a shipped model's name (emoreel-fer-int8, the default; emoreel-fer, its float original)")
     tta: bool = opt(True, "average each face over test-time views (--views; the mirror alone: +0.9 points on FER2013 val with the shipped int8 model, one more model run per face); --no-tta: one view")
-    views: str = opt("jitter", "test-time views averaged per face with --tta: mirror (the face and its mirror) or jitter (also zoomed 10%% in and out where the mirror's top-2 margin is under 0.3: +0.6 points on FER2013 val, +0.7 through detection, 4.5 more audience faces in 100 right on the shared clip, about 17%% more analyze time)", choices=("mirror", "jitter"))
+    views: str = opt("jitter", "test-time views averaged per face with --tta: mirror (the face and its mirror) or jitter (also zoomed 10%% in and out where the mirror's top-2 margin is under 0.15: FER2013 val 69.0%% vs 68.2%%, through detection 68.3%% vs 67.7%%; 4.5 more audience faces in 100 right on the shared clip; 7-22%% fewer frames/s, most on small frames)", choices=("mirror", "jitter"))
     repeat: int = opt(3, "smoothed label changes only after N consecutive frames agree")
     ema: float = opt(0.5, "EMA weight of the newest frame's probabilities (1 = no smoothing)")
     min_prob: float = opt(0.45, "the smoothed label abstains (empty emotion_smooth) while its smoothed probability is below this (0.45: on FER2013 val the shipped, calibrated model is right on 76 in 100 faces above it, which are 80 in 100 faces; benchmarks/min_prob.py re-derives it for another model)")

@@ -91,6 +91,7 @@ def test_every_command_and_flag_has_help():
         assert p.description, f"{name} has no description"
         for a in p._actions:
             assert a.help, f"{name} {a.option_strings or a.dest} has no help"
+        assert "usage:" in p.format_help()  # argparse formats every help text (a lone % would raise)
 
 
 def test_evaluate_takes_a_plain_class_folder(band_model, tmp_path, capsys):  # noqa: F811

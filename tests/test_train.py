@@ -523,3 +523,39 @@ def test_distillation_passes_the_teachers_knowledge_on(trained, tmp_path):
     assert hist["data"]["distill"]["teacher"] == str(teacher) and hist["data"]["distill"]["views"] == "jitter"
     without = train(scrambled, val, tmp_path / "n", TrainConfig(epochs=6, **CFG), command="test")
     assert without.best_val_acc < student.best_val_acc - 0.2
+
+
+def test_a_distilled_run_resumes_with_its_teacher_only(trained, tmp_path):
+    """Resume keeps distilling with the same teacher (found where it is now), refuses another teacher's
+    file and refuses to add distillation to a run that had none."""
+    from emoreel.errors import EmoreelError
+
+    out, _ = trained
+    teacher = export_onnx(out / "best.pt", tmp_path / "teacher.onnx")
+    data, val = synthetic(), synthetic(10, seed=1)
+
+    class Stop(Exception):
+        pass
+
+    def stop(entry, total):
+        raise Stop
+
+    cfg = TrainConfig(epochs=2, distill=str(teacher), **CFG)
+    with pytest.raises(Stop):
+        train(data, val, tmp_path / "s", cfg, command="test", on_epoch=stop)
+    moved = tmp_path / "elsewhere" / "t.onnx"
+    moved.parent.mkdir()
+    shutil.move(teacher, moved)
+    shutil.move(teacher.with_suffix(".json"), moved.with_suffix(".json"))
+    with pytest.raises(EmoreelError, match="not found"):
+        train(data, val, tmp_path / "s", replace(cfg, distill=""), resume=True, command="test")
+    other = export_onnx(out / "last.pt", tmp_path / "other.onnx")
+    with pytest.raises(EmoreelError, match="not the teacher"):
+        train(data, val, tmp_path / "s", replace(cfg, distill=str(other)), resume=True, command="test")
+    res = train(data, val, tmp_path / "s", replace(cfg, distill=str(moved)), resume=True, command="test")
+    assert [h.epoch for h in res.history] == [1, 2]
+    plain = tmp_path / "plain"
+    with pytest.raises(Stop):
+        train(data, val, plain, TrainConfig(epochs=2, **CFG), command="test", on_epoch=stop)
+    with pytest.raises(EmoreelError, match="cannot add distillation"):
+        train(data, val, plain, cfg, resume=True, command="test")

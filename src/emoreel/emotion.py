@@ -303,14 +303,17 @@ class EmotionModel:
             if views not in VIEWS:
                 raise ValueError(f"unknown view set {views!r}: one of {', '.join(VIEWS)}")
             return VIEWS[views]
-        return tuple(views)
+        views = (views,) if isinstance(views, View) else tuple(views)
+        if not views:
+            raise ValueError("no views given")
+        return views
 
     def _patches(self, x: np.ndarray, tta: bool | str | Sequence[View]) -> list[np.ndarray]:
         """The network's inputs for a preprocessed batch, one per view: the whole face or its centre crop;
         with ``tta`` its mirror too (for crop models the four corner crops and all mirrored: ten crops);
         or the named or given views (:data:`VIEWS`; warped views are moved about the face's centre)."""
         s, nchw = self.spec, self.spec.layout == "NCHW"
-        if isinstance(tta, (str, list, tuple)):
+        if isinstance(tta, (str, list, tuple)):  # a name, a View (a tuple too) or a list of them
             return [self._view(x, v) for v in self.view_set(tta)]
         if s.crop:
             c = s.crop

@@ -235,6 +235,8 @@ def evaluate(model: EmotionModel | str | Path | None, data: LabelledFaces, tta: 
     pred = probs[:, order].argmax(1)
     if isinstance(tta, str):
         views = "ten-crop" if model.spec.crop and tta != "single" else tta
+    elif isinstance(tta, (list, tuple)):
+        views = f"{len(model.view_set(tta))} given"
     else:
         views = ("ten-crop" if model.spec.crop else "mirror") if tta else "single"
     return EvalResult.from_predictions(data.classes, data.labels, pred, tta=views != "single", views=views,
@@ -366,6 +368,7 @@ class PhotoEvalResult:
             "data": self.faces.data,
             "model": self.faces.model,
             "tta": self.faces.tta,
+            "views": self.faces.views or ("mirror" if self.faces.tta else "single"),
             "photos": self.n_photos,
             "faces_found": self.found,
             "accuracy_found": round(self.accuracy_found, 4),

@@ -420,9 +420,13 @@ def train(
         saved = TrainConfig.from_dict({**asdict(cfg), **ck["config"]})
         if tuple(saved.widths) != tuple(cfg.widths) or saved.arch != cfg.arch:
             raise EmoreelError(f"{last}: checkpoint is {saved.arch} with widths {tuple(saved.widths)}, not {cfg.arch} with widths {tuple(cfg.widths)}")
-        # everything from the checkpoint but the length of the run (and the device's batch size)
+        was_teacher = ck["config"].get("distill", "")  # "" also for runs from before distillation
+        if cfg.distill and not was_teacher:
+            raise EmoreelError(f"{last}: the run was not distilled; a resume cannot add distillation")
+        # everything from the checkpoint but the length of the run (and the device's batch size); the teacher
+        # where it is now, if given (the same file: its sha256 is checked below)
         cfg = replace(saved, epochs=cfg.epochs, images=cfg.images or saved.images, threads=cfg.threads,
-                      batch_size=cfg.batch_size)
+                      batch_size=cfg.batch_size, distill=cfg.distill or was_teacher)
         model.load_state_dict(_float(ck["model"]))
         opt.load_state_dict(_float(ck["optimizer"]))
         gen.set_state(ck["generator"])
@@ -449,11 +453,15 @@ def train(
     if cfg.distill:  # soft targets of the clean faces (the teacher over all its views), once per run or resume
         from .emotion import resolve_model, sha256_file
 
-        if not cfg.distill_temp > 0 or not 0 <= cfg.distill_weight <= 1:
-            raise EmoreelError(f"distillation needs a temperature > 0 and a weight in [0, 1] (got {cfg.distill_temp}, {cfg.distill_weight})")
+        if not (0 < cfg.distill_temp < math.inf) or not 0 <= cfg.distill_weight <= 1:
+            raise EmoreelError(f"distillation needs a finite temperature > 0 and a weight in [0, 1] (got {cfg.distill_temp}, {cfg.distill_weight})")
+        if cfg.distill_views not in ("mirror", "jitter"):
+            raise EmoreelError(f"distillation views must be mirror or jitter (got {cfg.distill_views!r})")
         teacher = resolve_model(cfg.distill)
+        if not teacher.is_file() and was_distill and Path(was_distill.get("path", "")).is_file():
+            teacher = Path(was_distill["path"])  # the teacher where the run started, by absolute path
         if not teacher.is_file():
-            raise EmoreelError(f"teacher model {cfg.distill} not found")
+            raise EmoreelError(f"teacher model {cfg.distill} not found" + (" (give it with --distill PATH)" if was_distill else ""))
         sha = sha256_file(teacher)
         if (was_distill or {}).get("sha256", sha) != sha:
             raise EmoreelError(f"{teacher} is not the teacher this run started with (sha256 {was_distill['sha256'][:12]}…)")

@@ -42,8 +42,8 @@ def run(args) -> int:
     from ..errors import DataError
     from ..evaluate import evaluate, evaluate_photos, is_photo_folder, load_model
 
-    if args.tta is False and args.views not in (None, "single"):
-        raise DataError(f"--no-tta and --views {args.views} contradict each other: give one")
+    if (args.tta is False and args.views not in (None, "single")) or (args.tta and args.views == "single"):
+        raise DataError(f"--{'no-' if args.tta is False else ''}tta and --views {args.views} contradict each other: give one")
     views = args.views or {True: "mirror", False: "single", None: AnalyzeOptions.views}[args.tta]
     model = load_model(args.model)  # fails fast, before the data are read
     if args.photos or is_photo_folder(args.data, args.split):

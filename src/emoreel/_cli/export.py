@@ -28,7 +28,8 @@ def export_and_evaluate(checkpoint, out, data_path=None, split="val", int8=None,
     """Export, then (with ``data_path``) evaluate the ONNX file itself and write the metrics into its card.
 
     The numbers come from the exported ONNX through the onnxruntime runtime, so
-    ``emoreel evaluate --data DATA --split SPLIT --model OUT`` reproduces them exactly.
+    ``emoreel evaluate --data DATA --split SPLIT --model OUT --no-tta`` reproduces them exactly (``--tta``: the
+    mirror number).
     With ``int8`` an int8 copy is written and evaluated the same way. Returns one summary line per file.
     """
     from pathlib import Path

@@ -22,7 +22,7 @@ def register(sub) -> None:
     p.add_argument("--detector", default=AnalyzeOptions.detector, choices=("centerface", "haar", "hog"), help="face detector backend")
     p.add_argument("--model", help="emotion model ONNX file with its card beside it (default: the shipped one)")
     p.add_argument("--views", default=AnalyzeOptions.views, choices=("mirror", "jitter"),
-                   help=f"test-time views per face (default {AnalyzeOptions.views}; mirror runs 7-28% more frames/s)")
+                   help=f"test-time views per face (default {AnalyzeOptions.views}; mirror runs 7-28%% more frames/s)")
     p.set_defaults(func=run)
 
 

@@ -366,9 +366,10 @@ class EmotionModel:
                 p = self._average(x, mirror)
                 top2 = np.sort(p, axis=1)[:, -2:]
                 unsure = np.flatnonzero(top2[:, 1] - top2[:, 0] < JITTER_MARGIN)
-                if len(unsure):
+                if len(unsure):  # the mean over all six views: the mirror's two and the four zoomed
                     zoomed = [v for v in VIEWS["jitter"] if v not in mirror]
-                    p[unsure] = (p[unsure] * len(mirror) + self._average(x[unsure], zoomed) * len(zoomed)) / (len(mirror) + len(zoomed))
+                    pz = self._average(x[unsure], zoomed)
+                    p[unsure] = (p[unsure] * len(mirror) + pz * len(zoomed)) / (len(mirror) + len(zoomed))
                 return p
         return self._average(x, tta)
 

@@ -116,12 +116,13 @@ def main() -> None:
           f"{'degraded (seed %d), ' % args.degrade if args.degrade is not None else ''}faces upscaled to {args.size} px")
     print(f"faces: {len(images)}, found {found.sum()} ({second.sum()} of them by the second look at photo threshold "
           f"{args.photo_threshold}), kept by the gate {kept.sum()}\n")
-    print("| views | accuracy (kept) | accuracy (all val; missed = wrong) | right when the top probability >= 0.45 (share of faces) |")
+    min_prob = AnalyzeOptions.min_prob
+    print(f"| views | accuracy (kept) | accuracy (all val; missed = wrong) | right when the top probability >= {min_prob} (share of faces) |")
     print("|---|---|---|---|")
     for v in args.views:
         p = model.predict(crops, v)
         right = p.argmax(1) == labels[keep_idx]
-        sure = p.max(1) >= 0.45
+        sure = p.max(1) >= min_prob
         print(f"| {v} | {right.mean():.2%} | {right.sum() / len(images):.2%} | {right[sure].mean():.1%} ({sure.mean():.1%}) |")
 
 

@@ -308,6 +308,18 @@ class EmotionModel:
             raise ValueError("no views given")
         return views
 
+    def views_name(self, tta: bool | str | Sequence[View]) -> str:
+        """What :meth:`predict` averages for ``tta``, by name: single, mirror, jitter, ten-crop (crop models), or
+        "N given" for a list of views."""
+        if isinstance(tta, (list, tuple)):
+            return f"{len(self.view_set(tta))} given"
+        if isinstance(tta, str):
+            self.view_set(tta)  # a known name
+            name = tta
+        else:
+            name = "mirror" if tta else "single"
+        return "ten-crop" if self.spec.crop and name != "single" else name
+
     def _patches(self, x: np.ndarray, tta: bool | str | Sequence[View]) -> list[np.ndarray]:
         """The network's inputs for a preprocessed batch, one per view: the whole face or its centre crop;
         with ``tta`` its mirror too (for crop models the four corner crops and all mirrored: ten crops);

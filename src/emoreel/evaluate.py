@@ -86,7 +86,7 @@ class EvalResult:
             "accuracy": round(self.accuracy, 4),
             "n": self.n,
             "tta": self.tta,
-            "views": self.views or ("mirror" if self.tta else "single"),
+            "views": self.views_used,
             "model": self.model,
             "data": self.data,
             "classes": list(self.classes),
@@ -97,9 +97,13 @@ class EvalResult:
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
 
+    @property
+    def views_used(self) -> str:
+        """The views averaged per face (a result built without ``views``: the mirror when ``tta``, else one)."""
+        return self.views or ("mirror" if self.tta else "single")
+
     def _views_text(self) -> str:
-        views = self.views or ("mirror" if self.tta else "")
-        return f" (with {views} TTA)" if views and views != "single" else ""
+        return "" if self.views_used == "single" else f" (with {self.views_used} TTA)"
 
     def confusion_text(self) -> str:
         """The confusion matrix as an aligned table (rows = true, columns = predicted)."""
@@ -233,12 +237,7 @@ def evaluate(model: EmotionModel | str | Path | None, data: LabelledFaces, tta: 
         raise ModelError(f"model {model.name} gives {probs.shape[1:]} outputs per face, its card names {len(model.classes)} classes")
     order = [model.classes.index(c) for c in data.classes]  # the model's class order onto the data's
     pred = probs[:, order].argmax(1)
-    if isinstance(tta, str):
-        views = "ten-crop" if model.spec.crop and tta != "single" else tta
-    elif isinstance(tta, (list, tuple)):
-        views = f"{len(model.view_set(tta))} given"
-    else:
-        views = ("ten-crop" if model.spec.crop else "mirror") if tta else "single"
+    views = model.views_name(tta)
     return EvalResult.from_predictions(data.classes, data.labels, pred, tta=views != "single", views=views,
                                        data=data.source, model=model.name)  # fmt: skip
 
@@ -368,7 +367,7 @@ class PhotoEvalResult:
             "data": self.faces.data,
             "model": self.faces.model,
             "tta": self.faces.tta,
-            "views": self.faces.views or ("mirror" if self.faces.tta else "single"),
+            "views": self.faces.views_used,
             "photos": self.n_photos,
             "faces_found": self.found,
             "accuracy_found": round(self.accuracy_found, 4),
@@ -520,7 +519,7 @@ def evaluate_photos(
                 if progress:
                     progress(done, len(outcomes))
             skipped = list(src.skipped_images)
-        views = "ten-crop" if em.spec.crop and analyzer.views != "single" else analyzer.views
+        views = em.views_name(analyzer.views)
     finally:
         analyzer.close()
     skipped_set = set(skipped)

@@ -282,7 +282,7 @@ def predict_logits(model, images: np.ndarray, device="cpu", batch: int = 512, tt
     return np.concatenate(out)
 
 
-def teacher_targets(teacher: str | Path, images: np.ndarray, views: str = "jitter", batch: int = 256) -> np.ndarray:
+def teacher_targets(teacher: str | Path, images: np.ndarray, views: str = "jitter") -> np.ndarray:
     """A teacher model's class probabilities (N, len(EMOTIONS), in EMOTIONS' order) for grey training faces.
 
     The teacher is an exported ONNX model with its card, run as at analyze time (its own preprocessing and
@@ -295,8 +295,7 @@ def teacher_targets(teacher: str | Path, images: np.ndarray, views: str = "jitte
     if missing:
         raise EmoreelError(f"teacher {teacher} lacks classes {', '.join(missing)}")
     order = [model.classes.index(c) for c in EMOTIONS]
-    out = [model.predict(list(images[i : i + batch]), VIEWS[views]) for i in range(0, len(images), batch)]
-    return np.concatenate(out)[:, order].astype(np.float32)
+    return model.predict(list(images), VIEWS[views])[:, order].astype(np.float32)  # in bounded batches
 
 
 def distill_loss(logits: "torch.Tensor", teacher_p: "torch.Tensor", temp: float) -> "torch.Tensor":

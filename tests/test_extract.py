@@ -153,7 +153,9 @@ def test_segments_never_cross_a_recorded_cut(tmp_path, capsys):
     from emoreel.extract import Run, segments
 
     video = numbered_video(tmp_path / "v.mp4", n=N, fps=FPS)
-    frames = {f: [obs(f, 1 if f < 30 else 2, "happy" if 22 <= f < 38 else "neutral")] for f in range(N)}
+    # around the happy frames the faces are unsure (not another emotion, which would stop the padding by itself)
+    frames = {f: [obs(f, 1 if f < 30 else 2, "happy" if 22 <= f < 38 else "neutral", prob=0.9 if 22 <= f < 38 else 0.2)]
+              for f in range(N)}  # fmt: skip
     res_dir = write_results(tmp_path / "res", video, frames)
     meta = json.loads((res_dir / "run.json").read_text())
     (res_dir / "run.json").write_text(json.dumps({**meta, "cuts": [30]}))
@@ -167,6 +169,26 @@ def test_segments_never_cross_a_recorded_cut(tmp_path, capsys):
             assert [level(f.image) for f in src] == list(range(a, b + 1))
     r = lambda t, a, b: Run(t, "", "happy", np.array([0]), a, b, a / 30, (b + 1) / 30)  # noqa: E731
     assert [(s.first, s.last) for s in segments([r(1, 22, 29), r(2, 30, 37)], 30.0, N, 0.5, 1.0)] == [(7, 52)]
+
+
+def test_padding_never_reaches_into_another_emotion_of_the_same_face(tmp_path, capsys):
+    """One face: sad 0-19, happy 20-39, neutral 40-89. With 0.5 s of padding the happy clip is the happy
+    frames alone (not the sad or neutral seconds around them), the sad clip stops before the happy frames;
+    another face's emotions do not stop the padding."""
+    n = 90
+    video = numbered_video(tmp_path / "v.mp4", n=n, fps=FPS)
+    emotion = lambda f: "sad" if f < 20 else "happy" if f < 40 else "neutral"  # noqa: E731
+    other = lambda f: [obs(f, 2, "sad" if f < 75 else "happy", x=120.0)] if f >= 60 else []  # noqa: E731
+    res_dir = write_results(tmp_path / "res", video, {f: [obs(f, 1, emotion(f))] + other(f) for f in range(n)}, n=n)
+
+    def segs(emo):
+        code, _, err = cli(capsys, "extract", res_dir, "--emotion", emo, "-o", tmp_path / emo, "--no-crops", "--clips",
+                           "--pad", "0.5", "--merge-gap", "0", "-q")  # fmt: skip
+        assert code == 0, err
+        return [(int(s["first_frame"]), int(s["last_frame"]), s["tracks"]) for s in read_csv(tmp_path / emo / "segments.csv")]
+
+    assert segs("happy") == [(20, 39, "1"), (75, 89, "2")]  # track 2's happy: its sad 60-74 stops the padding
+    assert segs("sad") == [(0, 19, "1"), (45, 74, "2")]  # track 1's neutral 40-89 does not stop track 2's padding
 
 
 def test_min_share_stops_a_merge_that_is_mostly_another_emotion():
@@ -261,19 +283,20 @@ def test_clips_and_reel_are_frame_accurate(controlled, tmp_path, capsys):
                        "--clips", "--pad", "0.1", "--merge-gap", "0.2", "--reel", reel, "-q")  # fmt: skip
     assert code == 0
     clips = sorted((tmp_path / "x" / "clips").iterdir())
-    # runs padded by 3 frames: 10-19 -> 7..22; 40-44 -> 37..47 and track 2's 47-52 -> 44..55 overlap: one clip
-    expected = [list(range(7, 23)), list(range(37, 56))]
-    assert [c.name for c in clips] == ["clip_001_0.233-0.767.mp4", "clip_002_1.233-1.867.mp4"]
+    # padding (3 frames) never reaches into a face's other emotion: each run is surrounded by its face's
+    # neutral (track 1) or sad (track 2) frames, so 10-19 stays 10..19; 40-44 and track 2's 47-52 merge: 40..52
+    expected = [list(range(10, 20)), list(range(40, 53))]
+    assert [c.name for c in clips] == ["clip_001_0.333-0.667.mp4", "clip_002_1.333-1.767.mp4"]
     for clip, frames in zip(clips, expected):
         with open_source(clip) as src:
             got = [level(f.image) for f in src]
         assert got == frames
     segs = read_csv(tmp_path / "x" / "segments.csv")
-    assert [(int(s["first_frame"]), int(s["last_frame"]), s["tracks"]) for s in segs] == [(7, 22, "1"), (37, 55, "1 2")]
-    assert [int(s["reel_first_frame"]) for s in segs] == [0, 16]
+    assert [(int(s["first_frame"]), int(s["last_frame"]), s["tracks"]) for s in segs] == [(10, 19, "1"), (40, 52, "1 2")]
+    assert [int(s["reel_first_frame"]) for s in segs] == [0, 10]
     with open_source(reel) as src:
         reel_frames = list(src)
-    assert len(reel_frames) == 16 + 19
+    assert len(reel_frames) == 10 + 13 == sum(int(s["frames"]) for s in segs)
     # the reel's frames are the segments' frames in order (the caption sits on the bottom rows)
     assert [level(f.image[:60]) for f in reel_frames] == expected[0] + expected[1]
 

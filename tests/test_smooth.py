@@ -97,16 +97,26 @@ def test_smoother_ignores_unclassified_frames():
         s.update(1, [0.5, 0.5])
 
 
-def test_a_held_label_does_not_toggle_at_the_min_prob_threshold():
-    """A probability hovering around --min-prob keeps the label once it holds (hysteresis), while a
-    clear drop still makes the label abstain."""
+def test_a_label_never_outlives_its_evidence():
+    """The shown label abstains on the first frame its smoothed probability is under --min-prob (issue: "happy
+    0.05" drawn on an angry face), comes back only after `repeat` sure frames, and a face hovering at the
+    threshold stays unsure instead of blinking."""
     from emoreel.smooth import EmotionSmoother
 
     classes = ("happy", "sad", "neutral")
-    s = EmotionSmoother(classes, repeat=2, ema=1.0, min_prob=0.5, hysteresis=0.05)
-    labels = [s.update(1, (p, (1 - p) / 2, (1 - p) / 2))[0] for p in (0.6, 0.6, 0.48, 0.52, 0.47, 0.49, 0.51, 0.3, 0.3)]
-    assert labels[:7] == ["", "happy", "happy", "happy", "happy", "happy", "happy"]
-    assert labels[-1] == ""  # 0.3 is a clear drop: abstains after `repeat` frames
-    plain = EmotionSmoother(classes, repeat=1, ema=1.0, min_prob=0.5, hysteresis=0.0)
-    toggles = [plain.update(1, (p, (1 - p) / 2, (1 - p) / 2))[0] for p in (0.6, 0.48, 0.52, 0.47)]
-    assert toggles == ["happy", "", "happy", ""]  # without it the label blinks
+
+    def run(ps, repeat=3, ema=1.0):
+        s = EmotionSmoother(classes, repeat=repeat, ema=ema, min_prob=0.5)
+        return [s.update(1, p) for p in ps]
+
+    out = run([(0.9, 0.05, 0.05)] * 3 + [(0.3, 0.6, 0.1)] + [(0.1, 0.8, 0.1)] * 3)
+    assert [lab for lab, _ in out] == ["", "", "happy", "", "", "sad", "sad"]  # abstains at once, then sad holds
+    assert all(math.isnan(p) if not lab else p >= 0.5 for lab, p in out)
+    hover = run([(0.6, 0.2, 0.2)] * 3 + [(p, (1 - p) / 2, (1 - p) / 2) for p in (0.48, 0.52, 0.47, 0.51, 0.49, 0.52)])
+    assert [lab for lab, _ in hover] == ["", "", "happy", "", "", "", "", "", ""]
+    # with an EMA the smoothed probability, not the raw one, decides: one low frame does not drop a sure face
+    ema = run([(0.9, 0.05, 0.05)] * 3 + [(0.2, 0.4, 0.4)], ema=0.5)
+    assert ema[-1][0] == "happy" and ema[-1][1] == pytest.approx(0.55)
+    # labels that alternate with unsure frames never reach `repeat` votes: the old label does not linger
+    alt = run([(0.1, 0.8, 0.1)] * 3 + [(0.7, 0.2, 0.1), (0.4, 0.3, 0.3)] * 3)
+    assert [lab for lab, _ in alt][3:] == [""] * 6

@@ -198,7 +198,7 @@ def annotate(res: Results, video: Path, out_path: Path, progress: ProgressFn | N
                 elif fr.index - last >= hold:
                     current = []
                 if current or show_time:
-                    w.write(draw_frame(fr.image, current, timecode(fr.time_s) if show_time else ""))
+                    w.write(draw_frame(fr.image, current, timecode(fr.time_s) if show_time else "", legend=True))
                 else:
                     w.write(fr.image)
                 n += 1

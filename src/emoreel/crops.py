@@ -9,7 +9,7 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
@@ -69,13 +69,17 @@ def _safe(name: str) -> str:
     return re.sub(r"[^\w.-]+", "_", name).strip("._") or "unknown"
 
 
-def crop_name(o: Observation, emotion: str, prob: float) -> str:
+def crop_name(o: Observation, emotion: str, prob: float, photo: bool = False) -> str:
     """``t0001.233_f000037_track003_anna_happy_0.92.png``: sorts by time, says who and what.
 
     Without ``--known-faces`` (no person) the track alone names the face: ``..._track003_happy_0.92.png``;
     ``unknown`` (no reference matched) and ``unidentified`` (never tried: too small) are kept.
+    A face of a photo (``photo``: an image folder's results) is named after the photo instead of a time:
+    ``holiday_beach_face003_anna_happy_0.92.png`` for ``holiday/beach.jpg``.
     """
     who = f"_{_safe(o.person)}" if o.person else ""
+    if photo and o.source:
+        return f"{_safe(str(PurePosixPath(o.source).with_suffix('')))}_face{o.track_id:03d}{who}_{emotion}_{prob:.2f}.png"
     return f"t{o.time_s:08.3f}_f{o.frame:06d}_track{o.track_id:03d}{who}_{emotion}_{prob:.2f}.png"
 
 
@@ -126,7 +130,7 @@ class Crop:
     thumb: np.ndarray
 
 
-MANIFEST_COLUMNS = ("file", "row", "frame", "time_s", "track_id", "person", "emotion", "prob",
+MANIFEST_COLUMNS = ("file", "row", "source", "frame", "time_s", "track_id", "person", "emotion", "prob",
                     "x", "y", "w", "h", "sharpness")  # fmt: skip
 
 
@@ -152,6 +156,7 @@ def write_crops(
     by_frame: dict[int, list[tuple[int, Observation]]] = {}
     for i, o in zip(np.flatnonzero(mask), res.rows(mask)):
         by_frame.setdefault(o.frame, []).append((int(i), o))
+    photos = (res.meta.get("input") or {}).get("kind") == "images"
     crops_dir = out_dir / "crops"
     crops_dir.mkdir(parents=True, exist_ok=True)
     written: list[Crop] = []
@@ -169,10 +174,10 @@ def write_crops(
                     img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
                 else:
                     img = _box_crop(frame.image, o, margin, size or None)
-                path = crops_dir / crop_name(o, emotion, prob)
+                path = crops_dir / crop_name(o, emotion, prob, photos)
                 if not cv2.imwrite(str(path), img):
                     raise OutputError(f"cannot write {path}")
-                w.writerow([f"crops/{path.name}", i, o.frame, f"{o.time_s:.6f}", o.track_id, csv_safe(o.person), emotion,
+                w.writerow([f"crops/{path.name}", i, csv_safe(o.source), o.frame, f"{o.time_s:.6f}", o.track_id, csv_safe(o.person), emotion,
                             f"{prob:.4f}", f"{o.x:.1f}", f"{o.y:.1f}", f"{o.w:.1f}", f"{o.h:.1f}",
                             "" if math.isnan(o.sharpness) else f"{o.sharpness:.1f}"])  # fmt: skip
                 small = cv2.resize(img, (thumb, thumb), interpolation=cv2.INTER_AREA)

@@ -229,6 +229,19 @@ def _pack(images, labels, source, bad, skipped) -> LabelledFaces:
     )
 
 
+def concat(sets: list[LabelledFaces]) -> LabelledFaces:
+    """One training set of several (same classes and face size), its source naming each part."""
+    sizes = {d.images.shape[1:] for d in sets}
+    if len(sizes) > 1:
+        raise DataError(f"face sets of different sizes cannot be mixed: {sorted(sizes)}")
+    return LabelledFaces(
+        images=np.concatenate([d.images for d in sets]),
+        labels=np.concatenate([d.labels for d in sets]),
+        source=" + ".join(f"{d.source} ({len(d)})" for d in sets),
+        bad_files=sum(d.bad_files for d in sets),
+    )
+
+
 def save_pack(path: str | Path, splits: dict[str, LabelledFaces]) -> Path:
     """Write splits to one compressed ``.npz`` (uint8 faces + labels): a compact copy to carry to another machine."""
     path = Path(path)

@@ -17,9 +17,13 @@ EMOTION_BGR: dict[str, tuple[int, int, int]] = {
     "happy": (0, 200, 255),
     "sad": (200, 110, 30),
     "surprise": (230, 200, 40),
-    "neutral": (180, 180, 180),
+    "neutral": (140, 190, 225),  # tan: never to be mistaken for the grey of an unsure or rejected face
 }
 REJECTED_BGR = (110, 110, 110)
+UNSURE_BGR = (150, 150, 150)
+"""A face that was classified but whose smoothed label abstains (under ``--min-prob``, or not yet held ``--repeat``
+frames): grey, and its label is a "?" with no emotion word, so it never reads as a decision."""
+LEGEND = ("coloured box: emotion held", "grey box, ?: unsure", "thin grey: not classified (why)")
 
 
 def emotion_hex(emotion: str) -> str:
@@ -41,12 +45,20 @@ def text_box(img: np.ndarray, text: str, org: tuple[int, int], colour, scale: fl
 
 
 def face_label(o: Observation) -> str:
+    """``#3 anna happy 0.72`` for a held label; ``#3 anna ?`` while the label abstains; ``#3 (reason)`` if rejected."""
     who = f"#{o.track_id}" + (f" {o.person}" if o.person else "")
     if not o.accepted:
         return f"{who} ({o.reject_reason})"
     if o.emotion_smooth:
         return f"{who} {o.emotion_smooth} {o.smooth_prob:.2f}"
-    return f"{who} {o.emotion} {o.emotion_prob:.2f}" if o.emotion else who
+    return f"{who} ?"
+
+
+def face_colour(o: Observation) -> tuple[int, int, int]:
+    """The box colour: the held emotion's, else grey (unsure or rejected)."""
+    if not o.accepted:
+        return REJECTED_BGR
+    return EMOTION_BGR.get(o.emotion_smooth, UNSURE_BGR) if o.emotion_smooth else UNSURE_BGR
 
 
 def _scale(img: np.ndarray) -> float:
@@ -55,10 +67,10 @@ def _scale(img: np.ndarray) -> float:
 
 
 def draw_observation(img: np.ndarray, o: Observation) -> None:
-    """Box coloured by the smoothed emotion (grey, thinner, with the reason when rejected),
-    the two eye points, and a label: track id, person, smoothed emotion and its probability."""
+    """Box coloured by the smoothed emotion (grey with a "?" while it abstains; grey, thinner, with the
+    reason when rejected), the two eye points, and a label: track id, person, smoothed emotion and its probability."""
     k = _scale(img)
-    colour = EMOTION_BGR.get(o.emotion_smooth or o.emotion, REJECTED_BGR) if o.accepted else REJECTED_BGR
+    colour = face_colour(o)
     x1, y1, x2, y2 = int(o.x), int(o.y), int(o.x + o.w), int(o.y + o.h)
     cv2.rectangle(img, (x1, y1), (x2, y2), colour, max(1, round((2 if o.accepted else 1) * k)), cv2.LINE_AA)
     for ex, ey in ((o.eyes[0], o.eyes[1]), (o.eyes[2], o.eyes[3])):
@@ -67,11 +79,24 @@ def draw_observation(img: np.ndarray, o: Observation) -> None:
     text_box(img, face_label(o), (x1, y1 - 3), colour, scale=0.45 * k, below=y1 < 18 * k)
 
 
-def draw_frame(img: np.ndarray, observations: list[Observation], caption: str = "") -> np.ndarray:
-    """A copy of ``img`` with every observation drawn, and an optional caption at the bottom left."""
+def draw_legend(img: np.ndarray) -> None:
+    """What the box styles mean, small, in the bottom right corner."""
+    k = _scale(img)
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.35 * k
+    width = max(cv2.getTextSize(t, font, scale, 1)[0][0] for t in LEGEND)
+    y = img.shape[0] - int(4 * k) - int(14 * k) * (len(LEGEND) - 1)
+    for text, colour in zip(LEGEND, (EMOTION_BGR["happy"], UNSURE_BGR, REJECTED_BGR)):
+        text_box(img, text, (img.shape[1] - width - int(8 * k), y), colour, scale=scale)
+        y += int(14 * k)
+
+
+def draw_frame(img: np.ndarray, observations: list[Observation], caption: str = "", legend: bool = False) -> np.ndarray:
+    """A copy of ``img`` with every observation drawn, an optional caption at the bottom left and the legend."""
     out = img.copy()
     for o in observations:
         draw_observation(out, o)
+    if legend and observations:
+        draw_legend(out)
     if caption:
         k = _scale(out)
         text_box(out, caption, (6, out.shape[0] - int(8 * k)), (30, 30, 30), scale=0.55 * k)
@@ -87,4 +112,5 @@ def timecode(seconds: float) -> str:
     return f"{h}:{m:02d}:{s}" if h else f"{m:02d}:{s}"
 
 
-__all__ = ["EMOTION_BGR", "EMOTIONS", "draw_frame", "draw_observation", "emotion_hex", "face_label", "text_box", "timecode"]
+__all__ = ["EMOTION_BGR", "EMOTIONS", "LEGEND", "UNSURE_BGR", "draw_frame", "draw_legend", "draw_observation", "emotion_hex",
+           "face_colour", "face_label", "text_box", "timecode"]

@@ -14,6 +14,7 @@ import datetime as _dt
 import json
 import math
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from .datasets import LabelledFaces
 from .emotion import EmotionModel, default_model_path, read_card, resolve_model, sha256_file, write_card
-from .errors import InputError, ModelError, OutputError
+from .errors import DataError, InputError, ModelError, OutputError
 from .types import EMOTIONS
 
 
@@ -281,6 +282,8 @@ def data_fingerprint(path: str | Path) -> str | None:
 
 PHOTO_MIN_SIDE = 96
 """A labelled folder whose images are larger than this (long side, pixels) holds photos, not face crops."""
+MACRO_MIN_PHOTOS = 30
+"""Macro recall averages the classes with at least this many photos (fewer give a recall too noisy to weigh)."""
 YAW_BUCKETS: tuple[tuple[str, float, float], ...] = (("0-15", 0, 15), ("15-30", 15, 30), ("30-45", 30, 45), ("45+", 45, 181))
 """Head-turn buckets (absolute degrees) of :attr:`PhotoEvalResult.by_yaw`."""
 
@@ -350,6 +353,21 @@ class PhotoEvalResult:
             }
         return out
 
+    def macro_recall(self, min_photos: int = MACRO_MIN_PHOTOS) -> float:
+        """Mean recall over all photos (a photo without a face is wrong) of the classes with ``min_photos`` or more."""
+        rs = [m["recall_all"] for m in self.per_class.values() if m["photos"] >= min_photos]
+        return float(np.mean(rs)) if rs else 0.0
+
+    def macro_classes(self, min_photos: int = MACRO_MIN_PHOTOS) -> list[str]:
+        return [c for c, m in self.per_class.items() if m["photos"] >= min_photos]
+
+    def share(self, cls: str = "neutral") -> tuple[float, float]:
+        """``(predicted, true)`` share of ``cls`` among the photos with an accepted face."""
+        found = [p for p in self.photos if p.found]
+        if not found:
+            return 0.0, 0.0
+        return sum(p.predicted == cls for p in found) / len(found), sum(p.true == cls for p in found) / len(found)
+
     @property
     def by_yaw(self) -> dict[str, dict]:
         """Accuracy of the found photos by head turn (:data:`YAW_BUCKETS`, plus ``unknown``)."""
@@ -372,6 +390,9 @@ class PhotoEvalResult:
             "faces_found": self.found,
             "accuracy_found": round(self.accuracy_found, 4),
             "accuracy_all": round(self.accuracy_all, 4),
+            "macro_recall": round(self.macro_recall(), 4),
+            "macro_classes": self.macro_classes(),
+            "neutral_share": {"predicted": round(self.share()[0], 4), "true": round(self.share()[1], 4)},
             "classes": list(self.faces.classes),
             "per_class": self.per_class,
             "confusion": self.faces.confusion,
@@ -398,6 +419,9 @@ class PhotoEvalResult:
         lines = [
             f"{n} photos, {found} with an accepted face ({100 * found / n if n else 0:.0f}%)",
             f"accuracy {self.accuracy_found:.4f} over photos with a face, {self.accuracy_all:.4f} over all photos",
+            f"macro recall {self.macro_recall():.4f} over all photos of the classes with {MACRO_MIN_PHOTOS}+ photos "
+            f"({', '.join(self.macro_classes())})",
+            "neutral: predicted for {:.1%} of the photos with a face, true for {:.1%}".format(*self.share()),
         ]
         if self.skipped:
             lines.append(f"{len(self.skipped)} unreadable images skipped")
@@ -468,9 +492,15 @@ def evaluate_photos(
     from .config import AnalyzeOptions
     from .datasets import canonical_class
     from .errors import DataError
-    from .pipeline import Analyzer, _detect_parallel
-    from .video import open_source
+    from .photoset import PhotoSet
 
+    if split in ("train", "dev", "all") and PhotoSet.is_photo_set(data):  # a set with people: its person-disjoint split
+        with PhotoSet(data) as ps, tempfile.TemporaryDirectory(prefix="emoreel-photos-") as tmp:
+            ps.extract(ps.split(split), tmp)
+            result = evaluate_photos(tmp, model, options, progress=progress)
+        result.faces.data = f"{data} [{split}: people held out by emoreel.photoset.person_split]" if split == "dev" \
+            else f"{data} [{split}]"
+        return result
     root = photo_root(data, split)
     if root is None:
         raise DataError(f"{data}: no <class>/ folders of images (class names: {', '.join(EMOTIONS)})")
@@ -489,39 +519,21 @@ def evaluate_photos(
     o = options or AnalyzeOptions()
     em = load_model(model if model is not None else o.model, threads=1)
     outcomes = [PhotoOutcome(f.relative_to(root).as_posix(), t) for f, t in zip(files, truth)]
-    try:
-        src = open_source([str(f) for f in files], root=root)
-    except InputError:  # the first image is unreadable: skip the unreadable ones up front
-        readable = [k for k, f in enumerate(files) if cv2.imread(str(f)) is not None]
-        if not readable:
-            raise DataError(f"{root}: no readable images") from None
-        src = open_source([str(files[k]) for k in readable], root=root)
-        outcomes = [outcomes[k] for k in readable]
-        files = [files[k] for k in readable]
-    analyzer = Analyzer(o, model=em)
-    classes = em.classes
-    try:
-        with src:
-            analyzer.use_source(src)
-            done = 0
-            for frame, faces, _, _ in _detect_parallel(analyzer, src, max(1, o.threads)):
-                out = outcomes[frame.index]
-                out.faces = len(faces)
-                ok = np.flatnonzero(faces.accepted & np.isfinite(faces.probs).all(1)) if len(faces) else np.zeros(0, int)
-                if len(ok):
-                    best = ok[np.argmax(faces.widths[ok] * faces.heights[ok])]
-                    p = faces.probs[best]
-                    k = int(np.argmax(p))
-                    out.predicted, out.prob = classes[k], float(p[k])
-                    out.face_px = float(np.sqrt(faces.widths[best] * faces.heights[best]))
-                    out.yaw = float(estimate_yaw(faces.landmarks[best]))
-                done += 1
-                if progress:
-                    progress(done, len(outcomes))
-            skipped = list(src.skipped_images)
-        views = em.views_name(analyzer.views)
-    finally:
-        analyzer.close()
+    classes, skipped = em.classes, []
+    done = 0
+    for k, _, faces, best in largest_faces(files, root, o, em, skipped):
+        out = outcomes[k]
+        out.faces = len(faces)
+        if best is not None:
+            p = faces.probs[best]
+            c = int(np.argmax(p))
+            out.predicted, out.prob = classes[c], float(p[c])
+            out.face_px = float(np.sqrt(faces.widths[best] * faces.heights[best]))
+            out.yaw = float(estimate_yaw(faces.landmarks[best]))
+        done += 1
+        if progress:
+            progress(done, len(outcomes))
+    views = em.views_name(o.views if o.tta else "single")
     skipped_set = set(skipped)
     photos = [p for p in outcomes if p.name not in skipped_set]
     found = [p for p in photos if p.found and p.predicted in EMOTIONS]
@@ -530,3 +542,36 @@ def evaluate_photos(
         tta=views != "single", views=views, data=str(root), model=em.name,
     )  # fmt: skip
     return PhotoEvalResult(faces_result, photos, skipped, skipped_classes, o.to_dict())
+
+
+def largest_faces(files: list[Path], root: Path, options, model: EmotionModel, skipped: list[str]):
+    """Each photo through analyze's photo path; yields ``(k, image, faces, best)`` for ``files[k]``.
+
+    ``faces`` are the photo's faces after detection (with the second look), the gate,
+    alignment and classification; ``best`` is the index of its largest accepted face with
+    probabilities, or None. Unreadable photos are appended to ``skipped`` (names relative to
+    ``root``) and not yielded.
+    """
+    from .pipeline import Analyzer, _detect_parallel
+    from .video import open_source
+
+    index = list(range(len(files)))
+    try:
+        src = open_source([str(f) for f in files], root=root)
+    except InputError:  # the first image is unreadable: skip the unreadable ones up front
+        index = [k for k, f in enumerate(files) if cv2.imread(str(f)) is not None]
+        if not index:
+            raise DataError(f"{root}: no readable images") from None
+        skipped += [files[k].relative_to(root).as_posix() for k in range(len(files)) if k not in set(index)]
+        src = open_source([str(files[k]) for k in index], root=root)
+    analyzer = Analyzer(options, model=model)
+    try:
+        with src:
+            analyzer.use_source(src)
+            for frame, faces, _, _ in _detect_parallel(analyzer, src, max(1, options.threads)):
+                ok = np.flatnonzero(faces.accepted & np.isfinite(faces.probs).all(1)) if len(faces) else np.zeros(0, int)
+                best = int(ok[np.argmax(faces.widths[ok] * faces.heights[ok])]) if len(ok) else None
+                yield index[frame.index], frame.image, faces, best
+            skipped += list(src.skipped_images)
+    finally:
+        analyzer.close()

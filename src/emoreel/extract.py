@@ -25,14 +25,14 @@ from .inputs import resolve_video
 from .live import gui_available, live_frames
 from .outputs import OUTPUT_MANIFEST, OutputDir
 from .segments import DEFAULT_MIN_SHARE, Segment, fill_on_screen, recorded_cuts, segments
-from .selection import (Run, Selection, confident_min_prob, continuity_gap, find_runs, select, selection_labels,
-                        stride)  # fmt: skip
+from .selection import (Run, Selection, confident_min_prob, continuity_gap, find_runs, other_emotion_frames, select,
+                        selection_labels, stride)  # fmt: skip
 
 __all__ = [
     "DEFAULT_MIN_SHARE", "MANIFEST_COLUMNS", "OUTPUT_MANIFEST", "SEGMENT_COLUMNS", "SHEET_CAPTION_PX",
     "Crop", "OutputDir", "ProgressFn", "Run", "Segment", "Selection",
     "annotate", "best_per_track", "clip_name", "confident_min_prob", "contact_sheet", "continuity_gap", "crop_name",
-    "fill_on_screen", "find_runs", "frame_timeline", "gui_available", "live_frames", "recorded_cuts", "resolve_video",
+    "fill_on_screen", "find_runs", "frame_timeline", "gui_available", "live_frames", "other_emotion_frames", "recorded_cuts", "resolve_video",
     "segments", "select", "selection_labels", "stride", "training_spec", "write_clips", "write_crops", "write_reel",
     "write_segments",
 ]  # fmt: skip

@@ -19,7 +19,7 @@ def live_frames(source, analyzer, show_time: bool = True) -> Iterator[tuple[Fram
     (an open :class:`~emoreel.video.VideoSource`) and yield ``(frame, observations, drawn image)``."""
     for frame in source:
         obs = analyzer.process(frame)
-        yield frame, obs, draw_frame(frame.image, obs, timecode(frame.time_s) if show_time else "")
+        yield frame, obs, draw_frame(frame.image, obs, timecode(frame.time_s) if show_time else "", legend=True)
 
 
 def gui_available() -> tuple[bool, str]:

@@ -488,7 +488,7 @@ def _photo_sections(res: Results, video: Path | None, codes: np.ndarray, max_pho
                 emo = EMOTIONS[code]
                 what, colour = f"{emo} {float(c['smooth_prob'][r]):.2f}", emotion_hex(emo)
             else:
-                emo, what, colour = "", esc(str(c["reject_reason"][r]) or "no label"), NO_LABEL_HEX
+                emo, what, colour = "", esc(str(c["reject_reason"][r]) or "? unsure"), NO_LABEL_HEX
             who = esc(str(c["person"][r]))
             img = (f'<img src="{crops[r]}" width="90" height="90" alt="{esc(name)} {emo}" style="border-color:{colour}">'
                    if r in crops else '<div class="ph">?</div>')  # fmt: skip

@@ -69,6 +69,7 @@ def recorded_cuts(res: Results) -> list[int]:
 def segments(
     runs: list[Run], fps: float, frame_count: int, pad_s: float = 0.5, merge_gap_s: float = 1.0, step: int = 1,
     cuts: list[int] | tuple[int, ...] = (), min_share: float = DEFAULT_MIN_SHARE,
+    other_frames: dict[int, np.ndarray] | None = None,
 ) -> list[Segment]:  # fmt: skip
     """Padded runs as source frame ranges; ranges (of any tracks) closer than ``merge_gap_s`` are merged.
 
@@ -79,6 +80,9 @@ def segments(
     are never merged. Merging also stops where fewer than ``min_share`` of the frames
     from the first run's start to the last run's end (padding not counted) would be
     inside a run; segments left apart that way are trimmed so they don't overlap.
+    ``other_frames`` (:func:`emoreel.selection.other_emotion_frames`): per track, the frames
+    where it shows another emotion; a run's padding stops before them, so the happy reel
+    never shows that face's sad moment as if it were happy.
     """
     if not pad_s >= 0 or not merge_gap_s >= 0:
         raise InputError("--pad and --merge-gap must be >= 0")
@@ -99,6 +103,14 @@ def segments(
         shot_last = cut_list[after] - 1 if after < len(cut_list) else None
         a = max(lo - pad, shot_first, 0)
         b = hi + pad
+        other = (other_frames or {}).get(r.track_id)
+        if other is not None and len(other):
+            j = bisect.bisect_left(other, lo)
+            if j:
+                a = max(a, min(lo, int(other[j - 1]) + 1))
+            j = bisect.bisect_right(other, r.last_frame)
+            if j < len(other):
+                b = min(b, max(hi, int(other[j]) - 1))
         if shot_last is not None:
             b = min(b, shot_last)
         if last_frame is not None:

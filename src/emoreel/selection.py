@@ -129,6 +129,19 @@ def selection_labels(res: Results, sel: Selection) -> tuple[np.ndarray, np.ndarr
     return dec.labels, np.where(dec.labels != "", 1.0, 0.0)
 
 
+def other_emotion_frames(res: Results, sel: Selection) -> dict[int, np.ndarray]:
+    """Per track, the sorted frames where it confidently shows an emotion other than ``sel.emotion``
+    (by ``sel``'s own labels): where a clip's padding around that track's run must stop."""
+    c = res.cols
+    label, prob = selection_labels(res, sel)
+    min_prob = confident_min_prob(res) if sel.min_prob is None else sel.min_prob
+    other = (c["accepted"] == 1) & (label != "") & (label != sel.emotion) & (prob >= min_prob) & (c["track_id"] >= 0)
+    out: dict[int, np.ndarray] = {}
+    for tid in np.unique(c["track_id"][other]):
+        out[int(tid)] = np.unique(c["frame"][other & (c["track_id"] == tid)]).astype(np.int64)
+    return out
+
+
 def select(res: Results, sel: Selection) -> np.ndarray:
     """Boolean mask of the rows matching ``sel``; unknown emotion/person names raise :class:`InputError`."""
     sel.check()

@@ -65,16 +65,15 @@ class EmotionSmoother:
 
     ``classes`` name the probability columns; ``repeat`` and ``ema`` are the
     :class:`Repeater` ``n`` and the :class:`EMA` ``alpha`` of every track.
-    ``min_prob``: a frame whose top EMA probability is below it votes "none", so the
-    label abstains ("") once ``repeat`` frames in a row are unsure, and comes back
-    once ``repeat`` frames agree on a label above it (abstaining and returning are
-    smoothed like any other change; measured in docs/benchmarks.md, "Flicker").
-    ``hysteresis``: a label already held keeps its vote down to ``min_prob - hysteresis``,
-    so a probability hovering at the threshold does not toggle the label on and off.
+    ``min_prob``: a label is never shown with less evidence than this. The label
+    abstains ("") on the first frame where its own EMA probability falls under it,
+    and a label (the same or another) comes back only once ``repeat`` frames in a row
+    agree on it above ``min_prob`` (a frame whose top EMA probability is under it
+    votes "none"). So a face hovering at the threshold stays unsure rather than
+    blinking, and a label never outlives its evidence (docs/benchmarks.md, "Flicker").
     """
 
-    def __init__(self, classes: Sequence[str], repeat: int = 3, ema: float = 0.5, min_prob: float = 0.0,
-                 hysteresis: float = 0.05):  # fmt: skip
+    def __init__(self, classes: Sequence[str], repeat: int = 3, ema: float = 0.5, min_prob: float = 0.0):
         Repeater(repeat), EMA(ema)  # validate now, not on the first face
         if not len(classes):
             raise ValueError("classes must not be empty")
@@ -82,7 +81,6 @@ class EmotionSmoother:
             raise ValueError(f"min-prob must be in [0, 1) (got {min_prob})")
         self.classes, self.repeat, self.ema = tuple(classes), int(repeat), float(ema)
         self.min_prob = float(min_prob)
-        self.hysteresis = float(hysteresis) if self.min_prob > 0 else 0.0
         self._state: dict[int, tuple[EMA, Repeater]] = {}
 
     def update(self, track_id: int, probs: Sequence[float] | np.ndarray) -> tuple[str, float]:
@@ -103,8 +101,9 @@ class EmotionSmoother:
         if np.isfinite(p).all():
             v = ema.update(p)
             k = int(np.argmax(v))
-            held = self.classes[k] == rep.stable  # the top class is the label already shown: hold it a little longer
-            rep.update(self.classes[k] if v[k] >= self.min_prob - (self.hysteresis if held else 0.0) else "")
+            rep.update(self.classes[k] if v[k] >= self.min_prob else "")
+            if rep.stable and v[self.classes.index(rep.stable)] < self.min_prob:
+                rep.stable = ""  # its evidence is gone: unsure now, not after `repeat` more frames
         label = rep.stable
         return label, (float(ema.value[self.classes.index(label)]) if label else math.nan)
 

@@ -15,8 +15,10 @@ def register(sub) -> None:
         "largest accepted face of each photo counts.",
     )
     p.add_argument("--data", required=True, help="fer2013.csv, a folder/zip with <split>/<class>/ crops, or a folder of <class>/ photos")
-    p.add_argument("--split", default="val", help="split to evaluate: train, val (PublicTest), test (PrivateTest); "
-                   "photos: used when DATA/<split>/<class>/ exists")  # fmt: skip
+    p.add_argument("--split", default=None, help="split to evaluate: train, val (PublicTest, the default), test "
+                   "(PrivateTest); photos: used when DATA/<split>/<class>/ exists; a photo set with people (labels.csv "
+                   "with a person column, e.g. webfaces.zip): dev (the default: the people held out from training, "
+                   "emoreel.photoset.person_split), train or all")  # fmt: skip
     p.add_argument("--photos", action="store_true", help="DATA holds full-size photos in <class>/ folders (detected automatically)")
     p.add_argument("--model", help="ONNX file with its card beside it, or a shipped model's name (default: emoreel-fer-int8)")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
@@ -41,12 +43,16 @@ def run(args) -> int:
     from ..config import AnalyzeOptions
     from ..errors import DataError
     from ..evaluate import evaluate, evaluate_photos, is_photo_folder, load_model
+    from ..photoset import PhotoSet
+    from ..progress import Progress
 
     if (args.tta is False and args.views not in (None, "single")) or (args.tta and args.views == "single"):
         raise DataError(f"--{'no-' if args.tta is False else ''}tta and --views {args.views} contradict each other: give one")
     views = args.views or {True: "mirror", False: "single", None: AnalyzeOptions.views}[args.tta]
     model = load_model(args.model)  # fails fast, before the data are read
-    if args.photos or is_photo_folder(args.data, args.split):
+    people = PhotoSet.is_photo_set(args.data)
+    args.split = args.split or ("dev" if people else "val")
+    if people or args.photos or is_photo_folder(args.data, args.split):
         if args.degrade is not None:
             raise DataError("--degrade is for face crops; photos are degraded as they are")
 
@@ -55,8 +61,12 @@ def run(args) -> int:
             opts["views"] = views
         if args.image_max_side is not None:
             opts["image_max_side"] = args.image_max_side
-        print(f"{model.name}: photos in {args.data}", file=sys.stderr)
-        photos = evaluate_photos(args.data, model, AnalyzeOptions(**opts), split=args.split)
+        print(f"{model.name}: photos in {args.data}" + (f" [{args.split}]" if people else ""), file=sys.stderr)
+        bar = Progress()
+        try:
+            photos = evaluate_photos(args.data, model, AnalyzeOptions(**opts), split=args.split, progress=bar)
+        finally:
+            bar.close()
         if args.plot:
             photos.faces.plot_confusion(args.plot)
         print(photos.to_json() if args.json else photos.text())

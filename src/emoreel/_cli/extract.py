@@ -91,7 +91,7 @@ def run(args) -> int:
     from ..errors import InputError, OutputError
     from ..names import resolve_name
     from ..extract import (OutputDir, Selection, best_per_track, contact_sheet, fill_on_screen, find_runs,
-                           recorded_cuts, resolve_video, segments, select, stride, write_crops, write_segments)  # fmt: skip
+                           other_emotion_frames, recorded_cuts, resolve_video, segments, select, stride, write_crops, write_segments)  # fmt: skip
     from ..progress import Progress
     from ..results import load_results
     from ..types import EMOTIONS
@@ -136,7 +136,8 @@ def run(args) -> int:
             raise OutputError(f"--reel {reel} is the source video")
     info = probe(video)
     runs = find_runs(res, mask, emotion=args.emotion)
-    segs = segments(runs, info.fps, info.frame_count, args.pad, args.merge_gap, stride(res), recorded_cuts(res), args.min_share)
+    segs = segments(runs, info.fps, info.frame_count, args.pad, args.merge_gap, stride(res), recorded_cuts(res), args.min_share,
+                    other_emotion_frames(res, sel))  # fmt: skip
     fill_on_screen(res, segs)
     by_raw = args.raw or not args.online  # crops are scored by their own probability of the emotion unless --online
     gap, per_run = (0.0, runs) if args.best_gap == "run" else (args.best_gap, None)

@@ -15,6 +15,12 @@ def register(sub) -> None:
                    help="fer2013.csv, a folder/zip with <split>/<class>/ images, or a face pack (.npz from --pack)")
     t.add_argument("--pack", metavar="NPZ", help="only write the train and val splits of --data to this compact "
                    "face pack (uint8, compressed) and exit: what a GPU machine needs, without the image files")
+    t.add_argument("--add-data", action="append", default=[], metavar="PACK",
+                   help="also train on the train split of this face pack (repeatable), e.g. a photo set packed with "
+                   "--pack: its faces cropped the way analyze crops them")
+    t.add_argument("--small-copies", type=int, default=1, metavar="N",
+                   help="with --pack of a photo set: N small, degraded copies of each training face (faces of 40-64 "
+                   "px as in a crowd shot; default 1)")
     t.add_argument("--out", default="runs/train", help="checkpoint folder")
     t.add_argument("--train-split", default="train", help="split of --data to train on (default train)")
     t.add_argument("--val-split", default="val", help="split of --data that picks best.pt (default val: FER2013 PublicTest)")
@@ -89,8 +95,16 @@ def run(args) -> int:
         warmup_epochs=args.warmup, distill=args.distill, distill_views=args.distill_views,
         distill_weight=args.distill_weight, distill_temp=args.distill_temp,
     )
+    from ..photoset import PhotoSet
+
+    if args.pack and PhotoSet.is_photo_set(args.data):  # whole photos: through analyze's photo path
+        return _pack_photos(args)
     tr = load_dataset(args.data, args.train_split)
     va = load_dataset(args.data, args.val_split)
+    if args.add_data:
+        from ..datasets import concat
+
+        tr = concat([tr] + [load_dataset(p, "train") for p in args.add_data])
     print(f"train: {tr.summary()}\nval: {va.summary()}", file=sys.stderr)
     if args.pack:
         from ..datasets import save_pack
@@ -116,4 +130,25 @@ def run(args) -> int:
         from .export import export_and_evaluate
 
         print(export_and_evaluate(res.checkpoint, args.export, args.data, args.val_split))
+    return 0
+
+
+def _pack_photos(args) -> int:
+    from ..evaluate import load_model
+    from ..facepack import pack_photo_set
+    from ..progress import Progress
+
+    if args.small_copies < 0:
+        from ..errors import InputError
+
+        raise InputError("--small-copies must be 0 or more")
+    print(f"packing {args.data}: each photo through analyze's photo path (detection, gate, alignment), "
+          f"train with {args.small_copies} small copies per face, and dev", file=sys.stderr)  # fmt: skip
+    bar = Progress()
+    try:
+        out = pack_photo_set(args.data, args.pack, load_model(None), small_copies=args.small_copies, seed=args.seed,
+                             progress=bar)  # fmt: skip
+    finally:
+        bar.close()
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return 0

@@ -494,7 +494,8 @@ def evaluate_photos(
     from .errors import DataError
     from .photoset import PhotoSet
 
-    if split in ("train", "dev", "all") and PhotoSet.is_photo_set(data):  # a set with people: its person-disjoint split
+    if PhotoSet.is_photo_set(data):  # a set with people (labels.csv): its person-disjoint split, dev by default
+        split = split or "dev"
         with PhotoSet(data) as ps, tempfile.TemporaryDirectory(prefix="emoreel-photos-") as tmp:
             ps.extract(ps.split(split), tmp)
             result = evaluate_photos(tmp, model, options, progress=progress)

@@ -90,6 +90,17 @@ def test_source_column_is_last_and_loads(analyzed, tmp_path):
     assert len(res) == 5 and set(res.cols["source"]) == {""}
 
 
+def test_to_pandas_gives_the_csv_as_a_data_frame(analyzed):
+    """Python users (as with fer and py-feat) get a DataFrame: results.csv's columns, its rows, numbers as numbers."""
+    pytest.importorskip("pandas")
+    df = load_results(analyzed).to_pandas()
+    csv_rows = rows_of(analyzed)
+    assert list(df.columns) == list(COLUMNS) and len(df) == len(csv_rows)
+    assert df["source"].tolist() == [r["source"] for r in csv_rows]
+    assert df["frame"].dtype.kind == "i" and df["happy"].dtype.kind == "f"
+    assert np.allclose(df["happy"].to_numpy(), [float(r["happy"]) if r["happy"] else np.nan for r in csv_rows], equal_nan=True)
+
+
 def test_run_json_lists_every_image_size_and_the_skipped_one(analyzed):
     meta = json.loads((analyzed / "run.json").read_text())
     assert meta["input"]["kind"] == "images"
@@ -118,7 +129,14 @@ def test_video_rows_name_the_video(tmp_path):
 
 def test_extract_works_on_photos_and_refuses_a_changed_folder(photos, analyzed, tmp_path, capsys):
     assert main(["extract", str(analyzed), "--emotion", "happy", "-o", str(tmp_path / "x")]) == 0
-    assert len(list((tmp_path / "x" / "crops").glob("*.png"))) == 5
+    crops = sorted(p.name for p in (tmp_path / "x" / "crops").glob("*.png"))
+    assert len(crops) == 5
+    # crops are named after their photo (not a time and frame), and the manifest says which photo
+    assert [c.split("_face")[0] for c in crops] == ["img_001", "img_002", "img_004", "img_005", "img_005"]
+    with open(tmp_path / "x" / "manifest.csv", newline="") as fh:
+        manifest = list(csv.DictReader(fh))
+    assert sorted(r["source"] for r in manifest) == ["img_001.jpg", "img_002.jpg", "img_004.png", "img_005.jpg", "img_005.jpg"]
+    assert all(Path(r["file"]).name.startswith(Path(r["source"]).stem + "_face") for r in manifest)
     capsys.readouterr()
     moved = photos / "img_002.jpg"
     moved.rename(photos / "img_002_renamed.jpg")

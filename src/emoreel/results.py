@@ -349,6 +349,17 @@ class Results:
     def track_ids(self) -> list[int]:
         return sorted({int(t) for t in self.cols["track_id"] if t >= 0})
 
+    def to_pandas(self):
+        """The rows as a :class:`pandas.DataFrame` (results.csv's columns, in its order and types).
+
+        pandas is optional (``pip install pandas``); it is imported only here.
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise DataError("to_pandas() needs pandas: pip install pandas") from None
+        return pd.DataFrame({name: self.cols[name] for name in COLUMNS})
+
 
 def warn_incomplete(res: Results) -> None:
     """Log a warning when ``res`` is from a run that did not finish (interrupted, failed or still running)."""

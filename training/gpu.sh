@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# One prepared GPU run of the round-2 recipe (issue 13): VGG-GAP on 40 px crops, on one CUDA GPU,
-# finishing inside 9 minutes, bringing back the checkpoint, its log and the exported model.
+# One prepared GPU run of the real-face recipe (issue 27): the shipped network fine-tuned on FER2013 train plus the
+# webfaces training split (faces cropped the way analyze crops them, with small degraded copies), on one CUDA GPU,
+# inside 9 minutes, bringing back the checkpoints, the log and the exported model.
 #
-# Prepare here (CPU), once:
+# Prepare here (CPU), once (both packs are git-ignored data):
 #   .venv/bin/emoreel train --data ../shared/data/fer2013-train-val.zip --pack training/faces.npz
-# Run on the lent machine (the device tool), carrying only the pack (git-ignored: it is data):
-#   run(command="bash training/gpu.sh", carry=["training/faces.npz"], timeout_s=600)
+#   .venv/bin/emoreel train --data ../shared/data/webfaces.zip --pack training/webfaces.npz
+# Run on the lent machine (the device tool), carrying only the packs:
+#   run(command="bash training/gpu.sh", carry=["training/faces.npz", "training/webfaces.npz"], timeout_s=600)
 # It needs Python with torch and numpy only (onnx for the export, when present); results land in $OUT.
 set -euo pipefail
 OUT=${OUT:-/tmp/emoreel-gpu}
-IMAGES=${IMAGES:-2000000}  # ~70 epochs of FER2013's 28,709 training faces
+EPOCHS=${EPOCHS:-14}
 mkdir -p "$OUT"
 python - <<'PY'
 import platform, torch
@@ -18,10 +20,10 @@ print("python", platform.python_version(), "torch", torch.__version__,
 PY
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 # 520 s of training at most; every epoch is checkpointed, so a stop keeps all finished epochs
-timeout 520 python -m emoreel.cli train --data training/faces.npz --out "$OUT/vgg-gpu" \
-  --arch vgg --crop 40 --standardize --images "$IMAGES" --batch-size 256 --lr 0.02 --warmup 3 \
-  --degrade 0 --yaw 20 --mixup 0 --compact --device cuda 2>&1 | tee "$OUT/vgg-gpu.log" || true
-ls -la "$OUT/vgg-gpu"
+timeout 520 python -m emoreel.cli train --data training/faces.npz --add-data training/webfaces.npz --out "$OUT/real-gpu" \
+  --init src/emoreel/models/emoreel-fer.onnx --standardize --degrade 0.15 --yaw 35 --class-weight-power 0.5 \
+  --lr 0.01 --warmup 0.5 --epochs "$EPOCHS" --batch-size 256 --compact --device cuda 2>&1 | tee "$OUT/real-gpu.log" || true
+ls -la "$OUT/real-gpu"
 if python -c "import onnx" 2>/dev/null; then
-  python -m emoreel.cli export "$OUT/vgg-gpu/best.pt" -o "$OUT/emoreel-fer-large.onnx" || true
+  python -m emoreel.cli export "$OUT/real-gpu/best.pt" -o "$OUT/emoreel-fer-real.onnx" || true
 fi

@@ -15,7 +15,7 @@ Choices that keep the page fast and readable for a 2-hour movie with dozens of t
   smoothed probability of that label. Consecutive equal bins are drawn as one
   rectangle, so a row costs a few kB whatever the length of the video.
 * **Pooling.** Tracks with no known person that are shorter than ``min_track_s``
-  (default 1 s) or never carry an emotion label (never frontal) are pooled into
+  (default 1 s) or never carry an emotion label (rejected or unsure throughout) are pooled into
   one "other faces" row, shown last.
 * **Capping.** Only the ``max_cards`` (default 40) people/tracks with the most
   labelled frames get cards, timelines and gallery shots; the rest are listed
@@ -254,7 +254,7 @@ def _share_bar(codes: np.ndarray) -> str:
     counts = np.bincount(codes[codes < _NL], minlength=_NL)
     total = int(counts.sum())
     if not total:
-        return '<div class="bar empty">no emotion label (never frontal long enough)</div>'
+        return '<div class="bar empty">no emotion label (never accepted, or always unsure)</div>'
     spans = "".join(
         f'<span style="width:{100 * n / total:.2f}%;background:{emotion_hex(e)}" title="{e} {100 * n / total:.0f}%"></span>'
         for e, n in zip(EMOTIONS, counts.tolist())
@@ -437,7 +437,7 @@ def _card(e: Entity, codes: np.ndarray, crops: dict[int, str]) -> str:
     else:
         img = f'<div class="ph">{"&hellip;" if e.kind == "other" else "?"}</div>'
     if e.kind == "other":
-        what = f"{len(e.tracks)} tracks shorter than the minimum or never frontal"
+        what = f"{len(e.tracks)} tracks shorter than the minimum or without a label (rejected or unsure throughout)"
     else:
         shown = ", ".join(map(str, e.tracks[:6])) + ("&hellip;" if len(e.tracks) > 6 else "")
         what = f"track{'s' if len(e.tracks) > 1 else ''} {shown}"

@@ -45,7 +45,7 @@ def register(sub) -> None:
                    "the offline per-track decoding (a label change must pay --switch-cost; see docs/model.md)")
     g.add_argument("--min-prob", type=float, default=None,
                    help="confidence needed: where the decoding abstains, or the least smoothed (--online) or raw (--raw) "
-                   "probability of the emotion (default: the analysis' own --min-prob, 0.5 unless set)")
+                   "probability of the emotion (default: the analysis' own --min-prob, as recorded in its run.json)")
     g.add_argument("--switch-cost", type=float, default=DEFAULT_SWITCH_COST, metavar="NATS",
                    help=f"decoding: evidence (log-probability) a label change needs (default {DEFAULT_SWITCH_COST}; 0 = per-frame argmax above --min-prob)")
     g.add_argument("--person", help="only this known person (any case)")

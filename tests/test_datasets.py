@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from emoreel.datasets import canonical_class, load_dataset, load_fer_csv, load_image_folder
+from emoreel.model.datasets import canonical_class, load_dataset, load_fer_csv, load_image_folder
 from emoreel.errors import DataError
 from emoreel.types import EMOTIONS
 

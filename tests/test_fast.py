@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from emoreel import runtime
-from emoreel.agreement import compare
+from emoreel.outputs.agreement import compare
 from emoreel.config import AnalyzeOptions
-from emoreel.emotion import EmotionModel
-from emoreel.pipeline import Analyzer, analyze_to_dir
-from emoreel.pipeline import analyze as emoreel_analyze
-from emoreel.sample import make_example_video
-from emoreel.schedule import WorkSchedule, predict_selective
+from emoreel.model.emotion import EmotionModel
+from emoreel.analysis.analyzer import Analyzer, analyze_to_dir
+from emoreel.analysis.analyzer import analyze as emoreel_analyze
+from emoreel.media.sample import make_example_video
+from emoreel.analysis.schedule import WorkSchedule, predict_selective
 
 CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "video" / "short_hamilton_clip.mp4"
 TARGET = 0.97  # issue 17: agreement with --exact on each measure
@@ -165,7 +165,7 @@ def test_int8_or_float_is_measured_once_and_cached(tmp_path, monkeypatch):
 def test_frame_by_frame_processing_uses_windows_too(example):
     """`emoreel live` hands frames one at a time to Analyzer.process: between keyframes it detects in windows
     around the tracks, and finds the faces the grouped (file) path finds."""
-    from emoreel.video import open_source
+    from emoreel.media.video import open_source
 
     opts = {"threads": 1, "det_max_side": 640}  # detection at full size: windows pay off on this small video
     a = Analyzer(AnalyzeOptions(**opts))

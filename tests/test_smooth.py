@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from emoreel.smooth import EMA, EmotionSmoother, Repeater
+from emoreel.model.smooth import EMA, EmotionSmoother, Repeater
 
 CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
@@ -100,7 +100,7 @@ def test_smoother_ignores_unclassified_frames():
 def test_a_held_label_does_not_toggle_at_the_min_prob_threshold():
     """A probability hovering around --min-prob keeps the label once it holds (hysteresis), while a
     clear drop still makes the label abstain."""
-    from emoreel.smooth import EmotionSmoother
+    from emoreel.model.smooth import EmotionSmoother
 
     classes = ("happy", "sad", "neutral")
     s = EmotionSmoother(classes, repeat=2, ema=1.0, min_prob=0.5, hysteresis=0.05)

@@ -92,7 +92,7 @@ def cache_dir() -> Path:
 
 def _time_model(path: Path, batches: int = 12, batch: int = 4) -> float:
     """Median seconds per dummy batch (with the mirror, as analyze runs it) after a warm-up."""
-    from .emotion import EmotionModel
+    from .model.emotion import EmotionModel
 
     m = EmotionModel(path, threads=1)
     s = m.spec
@@ -116,7 +116,7 @@ def choose_default_model(models_dir: Path | None = None) -> Path:
     """
     import onnxruntime as ort
 
-    from .emotion import sha256_file, shipped_models_dir
+    from .model.emotion import sha256_file, shipped_models_dir
 
     d = models_dir or shipped_models_dir()
     int8, flt = d / INT8_MODEL, d / FLOAT_MODEL

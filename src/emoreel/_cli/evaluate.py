@@ -23,13 +23,13 @@ def register(sub) -> None:
                    help="--tta: the mirror alone (ten crops for models trained on crops); --no-tta: one view, the "
                    "network's own accuracy as its model card gives it (default: analyze's views, --views)")  # fmt: skip
     p.add_argument("--views", choices=("single", "mirror", "jitter"), default=None,
-                   help="test-time views averaged per face, as analyze averages them (emoreel.emotion.VIEWS): single, "
+                   help="test-time views averaged per face, as analyze averages them (emoreel.model.emotion.VIEWS): single, "
                    "mirror, or jitter (also zoomed 10%% in and out where the mirror is unsure; analyze's default and "
                    "so this command's)")  # fmt: skip
     p.add_argument("--image-max-side", type=int, metavar="PX", help="photos: detect on photos downscaled to this long side (default: analyze's)")
     p.add_argument("--degrade", type=int, metavar="SEED", default=None,
                    help="crops: evaluate a degraded copy of the faces instead (every face gets some of: low "
-                   "resolution, blur, low light, contrast loss, noise, JPEG; emoreel.degrade, reproducible by SEED)")
+                   "resolution, blur, low light, contrast loss, noise, JPEG; emoreel.model.degrade, reproducible by SEED)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
     p.add_argument("--plot", metavar="PNG", help="also write the confusion matrix as a PNG")
     p.set_defaults(func=run)
@@ -40,7 +40,7 @@ def run(args) -> int:
 
     from ..config import AnalyzeOptions
     from ..errors import DataError
-    from ..evaluate import evaluate, evaluate_photos, is_photo_folder, load_model
+    from ..model.evaluate import evaluate, evaluate_photos, is_photo_folder, load_model
 
     if (args.tta is False and args.views not in (None, "single")) or (args.tta and args.views == "single"):
         raise DataError(f"--{'no-' if args.tta is False else ''}tta and --views {args.views} contradict each other: give one")
@@ -63,13 +63,13 @@ def run(args) -> int:
         return 0
     if args.image_max_side is not None:
         raise DataError(f"--image-max-side is for photos; {args.data} holds face crops")
-    from ..datasets import load_dataset
+    from ..model.datasets import load_dataset
 
     data = load_dataset(args.data, args.split)
     if args.degrade is not None:
         from dataclasses import replace
 
-        from ..degrade import degraded_copy
+        from ..model.degrade import degraded_copy
 
         data = replace(data, images=degraded_copy(data.images, seed=args.degrade),
                        source=f"{data.source}, degraded (seed {args.degrade})")  # fmt: skip

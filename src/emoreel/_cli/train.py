@@ -44,7 +44,7 @@ def register(sub) -> None:
                    help="normalise each face's brightness and contrast (as the runtime then will; recorded in the card)")
     t.add_argument("--degrade", type=float, default=0.0, metavar="P",
                    help="probability of each real-video degradation per training face: low resolution, blur, low light, "
-                   "contrast loss, noise, JPEG (emoreel.degrade; 0 = off)")
+                   "contrast loss, noise, JPEG (emoreel.model.degrade; 0 = off)")
     t.add_argument("--yaw", type=float, default=0.0, metavar="DEG",
                    help="simulate heads turned up to DEG degrees (horizontal squeeze and perspective; 0 = off)")
     t.add_argument("--mixup", type=float, default=0.0, metavar="A", help="mixup with Beta(A, A) weights (0 = off)")
@@ -68,8 +68,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..datasets import load_dataset
-    from ..train import TrainConfig, checkpoint_config, checkpoint_epochs, command_line, train
+    from ..model.datasets import load_dataset
+    from ..model.training.loop import TrainConfig, checkpoint_config, checkpoint_epochs, command_line, train
 
     epochs = args.epochs
     saved = checkpoint_config(args.out) if args.resume else None
@@ -93,7 +93,7 @@ def run(args) -> int:
     va = load_dataset(args.data, args.val_split)
     print(f"train: {tr.summary()}\nval: {va.summary()}", file=sys.stderr)
     if args.pack:
-        from ..datasets import save_pack
+        from ..model.datasets import save_pack
 
         out = save_pack(args.pack, {args.train_split: tr, args.val_split: va})
         print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")

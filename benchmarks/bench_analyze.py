@@ -28,10 +28,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from emoreel.analysis.run import analyze_to_dir
 from emoreel.config import AnalyzeOptions
-from emoreel.model.emotion import EmotionModel
-from emoreel.analysis.analyzer import analyze_to_dir
 from emoreel.media.video import VideoWriter, open_source
+from emoreel.model.emotion import EmotionModel
 
 
 def rss_mb() -> float:

@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--keep", help="work folder to keep (default: a temporary one)")
     a = ap.parse_args()
     from emoreel.media.sample import make_example_video
-    from emoreel.analysis.resume import agreement
+    from emoreel.analysis.stitch import agreement
 
     work = Path(a.keep or tempfile.mkdtemp(prefix="emoreel-bench-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -27,13 +27,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from emoreel.faces.align import align_faces, frontal_gate  # noqa: E402
+from emoreel.analysis.analyzer import Analyzer  # noqa: E402
 from emoreel.config import AnalyzeOptions  # noqa: E402
-from emoreel.model.datasets import load_dataset  # noqa: E402
+from emoreel.faces.align import align_faces, frontal_gate  # noqa: E402
 from emoreel.faces.detect import create_detector  # noqa: E402
+from emoreel.model.datasets import load_dataset  # noqa: E402
 from emoreel.model.emotion import EmotionModel  # noqa: E402
 from emoreel.runtime import cpu_model  # noqa: E402
-from emoreel.analysis.analyzer import Analyzer  # noqa: E402
 from emoreel.types import Faces, Frame  # noqa: E402
 
 

@@ -26,7 +26,7 @@ def main() -> None:
     ap.add_argument("--switch-cost", type=float, default=DEFAULT_SWITCH_COST)
     a = ap.parse_args()
     if a.analyze:
-        from emoreel.analysis.analyzer import analyze_to_dir
+        from emoreel.analysis.run import analyze_to_dir
 
         video, out = a.results
         analyze_to_dir(video, out, force=True)

@@ -12,8 +12,8 @@ import numpy as np
 
 from emoreel.config import AnalyzeOptions
 from emoreel.model.datasets import load_dataset
-from emoreel.outputs.decode import confidence_threshold
 from emoreel.model.emotion import EmotionModel
+from emoreel.outputs.decode import confidence_threshold
 
 
 def main() -> None:

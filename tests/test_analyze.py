@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 import emoreel
+from emoreel.analysis.run import analyze_to_dir
 from emoreel.cli import main
 from emoreel.config import AnalyzeOptions
-from emoreel.analysis.analyzer import analyze_to_dir
-from emoreel.results import COLUMNS, load_results
 from emoreel.media.sample import make_example_video
-from emoreel.types import EMOTIONS
 from emoreel.media.video import VideoWriter, open_source
+from emoreel.results import COLUMNS, load_results
+from emoreel.types import EMOTIONS
 
 
 @pytest.fixture(scope="module")

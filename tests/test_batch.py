@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from emoreel.analysis.run import analyze_to_dir
+from emoreel.analysis.stitch import agreement
+from emoreel.batch.engines import LocalEngine, cpu_count
 from emoreel.batch.runner import BATCH_CSV, BatchLock, folder_name, run_batch
 from emoreel.cli import main
 from emoreel.config import AnalyzeOptions
-from emoreel.batch.engines import LocalEngine, cpu_count
 from emoreel.errors import OutputError
-from emoreel.analysis.analyzer import analyze_to_dir
 from emoreel.media.sample import make_example_video
-from emoreel.analysis.resume import agreement
 
 LONG = 150  # frames of the "long" video: long enough for two parts with their overlap
 
@@ -252,8 +252,9 @@ def test_write_failures_are_output_errors_and_leave_no_temp_files(tmp_path, monk
     import errno
 
     from emoreel.batch import runner as batch_mod
-    from emoreel.analysis import resume as stitch
-    from emoreel.batch.runner import Video, _merge, pack_dir, unpack_dir, write_batch_csv
+    from emoreel.analysis import resume
+    from emoreel.batch.runner import Video, _merge, write_batch_csv
+    from emoreel.batch.tasks import pack_dir, unpack_dir
     from emoreel.analysis.resume import write_rows
 
     with pytest.raises(OutputError, match="cannot write"):
@@ -262,7 +263,7 @@ def test_write_failures_are_output_errors_and_leave_no_temp_files(tmp_path, monk
     def full(*a):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(stitch.os, "fsync", full)
+    monkeypatch.setattr(resume.os, "fsync", full)
     with pytest.raises(OutputError, match="disk full"):
         write_rows(tmp_path / "results.csv", ["frame"], [["1"]])
     assert not list(tmp_path.iterdir())  # no .results.csv.tmp left

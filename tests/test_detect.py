@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from emoreel.faces.detect import DETECTORS, FaceDetector, centerface_model_path, create_detector, nms
 from emoreel.errors import InputError, ModelError
+from emoreel.faces.detect import DETECTORS, FaceDetector, centerface_model_path, create_detector, nms
 from emoreel.media.sample import astronaut, make_example_video
 from emoreel.types import Faces
 

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 
 import emoreel
-from emoreel.model.emotion import EmotionModel
 from emoreel.media.sample import astronaut
+from emoreel.model.emotion import EmotionModel
 
 
 def test_a_smile_in_the_dark_is_still_a_smile(tmp_path):

@@ -17,9 +17,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 import emoreel.model.evaluate as ev
 from emoreel.cli import main
+from emoreel.errors import ModelError, OutputError
 from emoreel.model.datasets import LabelledFaces
 from emoreel.model.emotion import EmotionModel, read_card, sha256_file, write_card
-from emoreel.errors import ModelError, OutputError
 from emoreel.model.evaluate import EvalResult, evaluate, write_card_metrics
 from emoreel.types import EMOTIONS
 

@@ -16,9 +16,9 @@ from helpers import level, numbered_video
 
 from emoreel.cli import main
 from emoreel.media.encode import SoundTrack, ffmpeg_exe
+from emoreel.media.video import open_source, read_frames
 from emoreel.results import ResultsWriter, load_results
 from emoreel.types import EMOTIONS, Observation
-from emoreel.media.video import open_source, read_frames
 
 FPS = Fraction(30)
 N = 60

@@ -13,13 +13,15 @@ import numpy as np
 import pytest
 
 from emoreel import runtime
-from emoreel.outputs.agreement import compare
-from emoreel.config import AnalyzeOptions
-from emoreel.model.emotion import EmotionModel
-from emoreel.analysis.analyzer import Analyzer, analyze_to_dir
-from emoreel.analysis.analyzer import analyze as emoreel_analyze
-from emoreel.media.sample import make_example_video
+from emoreel.analysis.analyzer import Analyzer
+from emoreel.analysis.run import analyze_to_dir
+from emoreel.analysis.run import analyze as emoreel_analyze
 from emoreel.analysis.schedule import WorkSchedule, predict_selective
+from emoreel.config import AnalyzeOptions
+from emoreel.media.sample import make_example_video
+from emoreel.model import choice
+from emoreel.model.emotion import EmotionModel
+from emoreel.outputs.agreement import compare
 
 CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "video" / "short_hamilton_clip.mp4"
 TARGET = 0.97  # issue 17: agreement with --exact on each measure
@@ -150,16 +152,16 @@ def test_int8_or_float_is_measured_once_and_cached(tmp_path, monkeypatch):
         calls.append(path.name)
         return 1.0 if "int8" in path.name else 0.5  # float twice as fast: chosen
 
-    monkeypatch.setattr(runtime, "_time_model", fake)
-    assert runtime.choose_default_model().name == runtime.FLOAT_MODEL
-    assert runtime.choose_default_model().name == runtime.FLOAT_MODEL
-    assert sorted(calls) == sorted([runtime.INT8_MODEL, runtime.FLOAT_MODEL])  # timed once
+    monkeypatch.setattr(choice, "_time_model", fake)
+    assert choice.choose_default_model().name == choice.FLOAT_MODEL
+    assert choice.choose_default_model().name == choice.FLOAT_MODEL
+    assert sorted(calls) == sorted([choice.INT8_MODEL, choice.FLOAT_MODEL])  # timed once
     cached = json.loads((tmp_path / "model-choice.json").read_text())
     (key,) = cached
-    assert runtime.cpu_model() in key and cached[key]["model"] == runtime.FLOAT_MODEL
+    assert runtime.cpu_model() in key and cached[key]["model"] == choice.FLOAT_MODEL
     monkeypatch.setenv("EMOREEL_CACHE", str(tmp_path / "other"))
-    monkeypatch.setattr(runtime, "_time_model", lambda path, **kw: 1.0)  # a tie: int8 stays
-    assert runtime.choose_default_model().name == runtime.INT8_MODEL
+    monkeypatch.setattr(choice, "_time_model", lambda path, **kw: 1.0)  # a tie: int8 stays
+    assert choice.choose_default_model().name == choice.INT8_MODEL
 
 
 def test_frame_by_frame_processing_uses_windows_too(example):

@@ -21,11 +21,11 @@ import pytest
 
 from emoreel.cli import main
 from emoreel.config import AnalyzeOptions
-from emoreel.media.encode import ffmpeg_exe
 from emoreel.errors import DataError, InputError
-from emoreel.results import (RESULTS_CSV, RUN_JSON, OutputLock, csv_safe, csv_unsafe, load_results)  # fmt: skip
+from emoreel.media.encode import ffmpeg_exe
 from emoreel.media.sample import make_example_video
 from emoreel.media.video import open_source, read_frames
+from emoreel.results import (RESULTS_CSV, RUN_JSON, OutputLock, csv_safe, csv_unsafe, load_results)  # fmt: skip
 
 FF = ffmpeg_exe()
 needs_ffmpeg = pytest.mark.skipif(FF is None, reason="needs ffmpeg (imageio-ffmpeg)")
@@ -141,7 +141,7 @@ def tiff_header_only(path: Path, w: int, h: int, endian: str = "<") -> None:
 
 
 def test_huge_tiff_is_refused_from_its_header(tmp_path):
-    from emoreel.media.video import ImageTooLarge, image_size, imread
+    from emoreel.media.images import ImageTooLarge, image_size, imread
 
     for endian in "<>":
         p = tmp_path / f"huge{endian == '>'}.tif"
@@ -409,9 +409,9 @@ def test_start_beyond_the_end(capsys, clip, tmp_path):
 
 
 def test_existing_results_are_refused_before_models_load(capsys, analyzed, clip, monkeypatch):
-    import emoreel.analysis.analyzer
+    import emoreel.analysis.run
 
-    monkeypatch.setattr(emoreel.analysis.analyzer, "Analyzer", None)  # would fail if reached
+    monkeypatch.setattr(emoreel.analysis.run, "Analyzer", None)  # would fail if reached
     code, err = cli(capsys, "analyze", clip, "-o", analyzed)
     assert code == 2 and "already holds results" in one_line(err)
 

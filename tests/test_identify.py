@@ -14,7 +14,8 @@ import pytest
 pytest.importorskip("dlib")
 
 from emoreel.errors import DataError, InputError  # noqa: E402
-from emoreel.faces.identify import UNKNOWN, Embedder, Gallery, Identifier  # noqa: E402
+from emoreel.faces.gallery import Embedder, Gallery  # noqa: E402
+from emoreel.faces.identify import UNKNOWN, Identifier  # noqa: E402
 from emoreel.media.sample import astronaut  # noqa: E402
 from emoreel.types import Faces  # noqa: E402
 
@@ -102,7 +103,7 @@ def test_unwritable_cache_only_warns(tmp_path, embedder, caplog):
     g = tmp_path / "g"
     write(g / "a.jpg", astronaut())
     (tmp_path / "afile").write_text("")  # a cache dir below a file cannot be created, even by root
-    with caplog.at_level(logging.WARNING, logger="emoreel.faces.identify"):
+    with caplog.at_level(logging.WARNING, logger="emoreel.faces.gallery"):
         gal = Gallery.load(g, embedder, cache_dir=tmp_path / "afile" / "cache")
     assert gal.people == ["a"]
     assert any("cannot write gallery cache" in r.getMessage() for r in caplog.records)
@@ -300,7 +301,7 @@ def test_reidentification_bridges_short_gaps_only():
 def run_clip(video: Path, people: Path, out: Path) -> dict[str, np.ndarray]:
     """results.csv columns of the full pipeline with known people (the one place to change how it is run)."""
     from emoreel.config import AnalyzeOptions
-    from emoreel.analysis.analyzer import analyze_to_dir
+    from emoreel.analysis.run import analyze_to_dir
     from emoreel.results import load_results
 
     analyze_to_dir(video, out, AnalyzeOptions(known_faces=str(people)))
@@ -338,7 +339,7 @@ def test_real_clip_names_singer_and_pianist(tmp_path, monkeypatch):
 
 def test_only_known_skips_emotion_for_unknown_faces(tmp_path, monkeypatch):
     from emoreel.config import AnalyzeOptions
-    from emoreel.analysis.analyzer import analyze_to_dir
+    from emoreel.analysis.run import analyze_to_dir
     from emoreel.results import load_results
     from emoreel.media.sample import make_example_video
 

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 
 import emoreel
+from emoreel.analysis.evaluate_photos import evaluate_photos, is_photo_folder
+from emoreel.analysis.run import analyze_to_dir
 from emoreel.cli import main
 from emoreel.config import AnalyzeOptions
 from emoreel.faces.detect import CenterFaceDetector
-from emoreel.model.evaluate import evaluate_photos, is_photo_folder
-from emoreel.analysis.analyzer import analyze_to_dir
+from emoreel.media.sample import astronaut
 from emoreel.outputs.report import render
 from emoreel.results import COLUMNS, load_results
-from emoreel.media.sample import astronaut
 
 
 def side_by_side() -> np.ndarray:

@@ -15,18 +15,15 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from emoreel.cli import main  # noqa: E402
+from emoreel.errors import ModelError  # noqa: E402
 from emoreel.model.datasets import LabelledFaces  # noqa: E402
 from emoreel.model.emotion import EmotionModel, Standardize, read_card, sha256_file  # noqa: E402
-from emoreel.errors import ModelError  # noqa: E402
 from emoreel.model.evaluate import evaluate  # noqa: E402
-from emoreel.model.training.loop import (  # noqa: E402
-    TrainConfig,
-    data_from_command,
-    export_onnx,
-    load_checkpoint,
-    normalise,
-    train,
-)
+from emoreel.model.training.architectures import normalise  # noqa: E402
+from emoreel.model.training.checkpoints import load_checkpoint  # noqa: E402
+from emoreel.model.training.config import TrainConfig, data_from_command  # noqa: E402
+from emoreel.model.training.export import export_onnx  # noqa: E402
+from emoreel.model.training.loop import train  # noqa: E402
 from emoreel.types import EMOTIONS  # noqa: E402
 
 
@@ -320,7 +317,7 @@ def test_reexport_of_an_onnx_model_keeps_its_weights_and_adds_standardize(traine
     src_int8 = tmp_path / "src-int8.onnx"
     assert main(["export", str(out / "best.pt"), "-o", str(src), "--data", str(ds), "--int8", str(src_int8)]) == 0
     capsys.readouterr()
-    monkeypatch.setattr("emoreel.model.training.loop.torch", None)  # the re-export path must not touch torch
+    monkeypatch.setattr("emoreel.model.training.export.torch", None)  # the re-export path must not touch torch
     argv = ["export", str(src), "-o", str(dst), "--standardize", "--data", str(ds), "--int8", str(q)]
     monkeypatch.setattr(sys, "argv", ["emoreel", *argv])
     assert main(argv) == 0
@@ -366,7 +363,8 @@ def test_robust_training_options_run_and_resume_with_their_rng(tmp_path):
 def test_init_from_an_exported_onnx_rebuilds_the_network_exactly(trained, tmp_path):
     """An exported model (BatchNorm folded away) is a valid --init: eval-mode logits equal the ONNX logits,
     and training-mode BatchNorm statistics match the data (the first step does not wreck the network)."""
-    from emoreel.model.training.loop import build_model, init_from_onnx
+    from emoreel.model.training.architectures import build_model
+    from emoreel.model.training.checkpoints import init_from_onnx
 
     out, _ = trained
     onnx_path = export_onnx(out / "best.pt", tmp_path / "m.onnx")

@@ -14,8 +14,8 @@ Names are imported lazily so ``import emoreel`` stays cheap.
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "analyze": "analysis.analyzer",
-    "analyze_to_dir": "analysis.analyzer",
+    "analyze": "analysis.run",
+    "analyze_to_dir": "analysis.run",
     "Analyzer": "analysis.analyzer",
     "AnalyzeOptions": "config",
     "load_results": "results",

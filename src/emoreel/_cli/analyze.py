@@ -73,7 +73,7 @@ def expanded_glob_hint(paths: list[str]) -> str:
 
 def run(args) -> int:
     from ..errors import InputError, OutputError
-    from ..analysis.analyzer import analyze_to_dir
+    from ..analysis.run import analyze_to_dir
     from .progress import Progress
 
     if args.more_inputs:

@@ -40,7 +40,8 @@ def run(args) -> int:
 
     from ..config import AnalyzeOptions
     from ..errors import DataError
-    from ..model.evaluate import evaluate, evaluate_photos, is_photo_folder, load_model
+    from ..analysis.evaluate_photos import evaluate_photos, is_photo_folder
+    from ..model.evaluate import evaluate, load_model
 
     if (args.tta is False and args.views not in (None, "single")) or (args.tta and args.views == "single"):
         raise DataError(f"--{'no-' if args.tta is False else ''}tta and --views {args.views} contradict each other: give one")

@@ -37,7 +37,7 @@ def export_and_evaluate(checkpoint, out, data_path=None, split="val", int8=None,
     from ..model.datasets import load_dataset
     from ..errors import InputError
     from ..model.evaluate import data_fingerprint
-    from ..model.training.loop import export_onnx
+    from ..model.training.export import export_onnx
 
     if int8 and not data_path:
         raise InputError("--int8 needs --data (its calibration faces and its evaluation come from there)")
@@ -49,7 +49,7 @@ def export_and_evaluate(checkpoint, out, data_path=None, split="val", int8=None,
     if any(c.lower().endswith(".onnx") for c in paths):
         if len(paths) > 1:
             raise InputError("an exported .onnx model is re-exported on its own (ensembles are made from checkpoints)")
-        from ..model.training.loop import reexport_onnx
+        from ..model.training.export import reexport_onnx
 
         onnx_path = reexport_onnx(paths[0], out, standardize=standardize)
     else:
@@ -64,7 +64,7 @@ def export_and_evaluate(checkpoint, out, data_path=None, split="val", int8=None,
         desc["skipped"] = {"unreadable": data.bad_files, "classes": data.skipped_classes}
     lines = [_calibrate_into_card(onnx_path, data, split), _evaluate_into_card(onnx_path, data, desc, split)]
     if int8:
-        from ..model.training.loop import quantize_int8
+        from ..model.training.export import quantize_int8
 
         q = quantize_int8(onnx_path, int8, calib.images)
         lines += [_calibrate_into_card(q, data, split), _evaluate_into_card(q, data, desc, split)]

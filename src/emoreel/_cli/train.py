@@ -69,7 +69,9 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..model.datasets import load_dataset
-    from ..model.training.loop import TrainConfig, checkpoint_config, checkpoint_epochs, command_line, train
+    from ..model.training.checkpoints import checkpoint_config, checkpoint_epochs
+    from ..model.training.config import TrainConfig, command_line
+    from ..model.training.loop import train
 
     epochs = args.epochs
     saved = checkpoint_config(args.out) if args.resume else None

@@ -1,45 +1,38 @@
-"""``analyze``: from a video to per-face, per-frame observations.
+"""The :class:`Analyzer`: one frame's faces through every stage, with each video's per-stage state.
 
 Stages per frame: detect → frontal gate → align → blur gate → classify (one batch
-per frame) → track → identify (optional) → smooth per track. Decoding runs on its own
-thread; detection, the frontal gate, alignment and classification (no per-track
-state) run on ``threads`` worker threads over consecutive frames; tracking,
-identity, smoothing and writing run in frame order on the calling thread, so
-results do not depend on the number of threads.
+per frame) → track → identify (optional) → smooth per track. Detection, the frontal
+gate, alignment and classification (no per-track state) may run on worker threads
+(:mod:`.frames`); tracking, identity and smoothing run in frame order on the calling
+thread, so results do not depend on the number of threads. :mod:`.run` opens a source,
+drives the analyzer over it and writes results.csv.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import threading
-import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from .. import __version__
-from ..faces.align import BLURRY, align_faces, frontal_gate, sharpness
 from ..config import AnalyzeOptions
-from ..faces.detect import FaceDetector, ScaledDetector, create_detector
-from ..model.emotion import EmotionModel
-from ..errors import InputError, OutputError, VideoOpenFailure
-from ..results import RECORDING, OutputLock, ResultsWriter, check_output_dir, prepare_output_dir, rewrite_persons
-from ..runtime import CUDA, choose_default_model, providers_for
-from .schedule import DETECT_EVERY, FAST_SCHEDULE, WorkSchedule, predict_selective
-from ..model.smooth import EmotionSmoother
+from ..errors import InputError
+from ..faces.align import BLURRY, align_faces, frontal_gate, sharpness
+from ..faces.detect import FaceDetector, create_detector
+from ..faces.detector import ScaledDetector
 from ..faces.track import Tracker, iou_matrix
+from ..media.cuts import CutDetector
+from ..media.video import VideoSource
+from ..model.choice import choose_default_model
+from ..model.emotion import EmotionModel
+from ..model.smooth import EmotionSmoother
+from ..runtime import CUDA, providers_for
 from ..types import EYE_L, EYE_R, Faces, Frame, Observation
-from ..media.video import CutDetector, VideoSource, open_source
+from .schedule import DETECT_EVERY, WorkSchedule, predict_selective
 
 log = logging.getLogger(__name__)
 
 UNKNOWN_PERSON = "unknown_person"
-MAX_FRAMES_IN_FLIGHT = 6  # per worker thread: decoded frames waiting in detection groups
 SEED_MARGIN = 0.2  # fast schedule: keyframe candidates this far under the detector threshold are looked at again
 PORTRAIT_SHARE = 0.25  # photos: a face found by the second look must span this share of the photo's short side
 
@@ -78,7 +71,8 @@ class Analyzer:
         if warning:
             log.warning(warning)  # one line: the GPU was asked for (or could be used) but runs on CPU
         if identifier is None and o.known_faces:
-            from ..faces.identify import Embedder, Gallery, Identifier
+            from ..faces.gallery import Embedder, Gallery
+            from ..faces.identify import Identifier
 
             embedder = Embedder()  # one copy of the dlib models for the gallery and the video
             identifier = Identifier(Gallery.load(o.known_faces, embedder), tolerance=o.tolerance, every=o.id_every,
@@ -405,274 +399,3 @@ class Analyzer:
     def close(self) -> None:
         for det in [self.detector, *self.extra_detectors, *([self._sync_detector] if self._sync_detector else [])]:
             det.close()
-
-
-def _groups(analyzer: Analyzer, frames: Iterable[Frame]) -> Iterator[list[tuple[Frame, bool]]]:
-    """``(frame, cut)`` pairs in detection groups: a group starts at each keyframe and at each shot cut."""
-    group: list[tuple[Frame, bool]] = []
-    for n, frame in enumerate(frames, analyzer.processed):  # process() numbers frames on from there
-        cut = analyzer.is_cut(frame)
-        if group and (cut or analyzer.is_keyframe(n)):
-            yield group
-            group = []
-        group.append((frame, cut))
-    if group:
-        yield group
-
-
-def _detect_parallel(analyzer: Analyzer, frames: Iterable[Frame], workers: int
-                     ) -> Iterator[tuple[Frame, Faces | None, bool, str]]:  # fmt: skip
-    """Detect and prepare :func:`_groups` of frames on ``workers`` threads (:meth:`Analyzer.detect_group`),
-    yielding ``(frame, faces, cut, how)`` in frame order (``faces`` None: moved by the tracker later).
-
-    Each worker thread has its own detector (OpenCV cascades are not thread-safe;
-    onnxruntime releases the GIL), and groups of at most ``6 * workers`` frames in all are
-    in flight (at least one group), so memory stays flat. A worker's exception is re-raised here; stopping early
-    cancels what is queued and joins the threads. With one worker the groups are
-    detected on the calling thread, the same way.
-    """
-    if workers <= 1:
-        for group in _groups(analyzer, frames):
-            for (frame, cut), (faces, how) in zip(group, analyzer.detect_group([f for f, _ in group])):
-                yield frame, faces, cut, how
-        return
-    local = threading.local()
-    detectors = analyzer.worker_detectors(workers)
-    lock = threading.Lock()
-
-    def detect(group: list[Frame]) -> list[tuple[Faces | None, str]]:
-        det = getattr(local, "detector", None)
-        if det is None:
-            with lock:
-                det = local.detector = detectors.pop()
-        return analyzer.detect_group(group, det)
-
-    pending: deque = deque()
-
-    def drain(fut_group):
-        group, fut = fut_group
-        for (frame, cut), (faces, how) in zip(group, fut.result()):
-            yield frame, faces, cut, how
-
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="emoreel-detect") as pool:
-        try:
-            for group in _groups(analyzer, frames):
-                pending.append((group, pool.submit(detect, [f for f, _ in group])))
-                while len(pending) > 1 and sum(len(g) for g, _ in pending) >= MAX_FRAMES_IN_FLIGHT * workers:
-                    yield from drain(pending.popleft())
-                if len(pending) >= 2 * workers:
-                    yield from drain(pending.popleft())
-            while pending:
-                yield from drain(pending.popleft())
-        finally:
-            for _, fut in pending:
-                fut.cancel()
-
-
-def iter_frames(analyzer: Analyzer, source: VideoSource) -> Iterator[tuple[Frame, list[Observation]]]:
-    """(frame, observations) for every frame of ``source``; detection runs on ``threads`` workers."""
-    analyzer.use_source(source)
-    for frame, faces, cut, how in _detect_parallel(analyzer, source, max(1, analyzer.options.threads)):
-        analyzer.count(how)
-        yield frame, analyzer.process(frame, faces, prepared=faces is not None, cut=cut)
-
-
-def _open(source, o: AnalyzeOptions) -> VideoSource:
-    return open_source(source, every=o.every, start=o.start, end=o.end, max_frames=o.max_frames)
-
-
-def analyze(source: str | int | Path, **options) -> Iterator[Observation]:
-    """Yield an :class:`Observation` per face per processed frame of ``source``.
-
-    ``source`` is a video path, a camera index, or an image folder/glob; keyword
-    options are the fields of :class:`~emoreel.config.AnalyzeOptions`. The
-    ``person`` field is the track's vote so far (``analyze_to_dir`` rewrites it
-    with the final vote when the run completes).
-    """
-    o = AnalyzeOptions.from_kwargs(**options)
-    with _open(source, o) as src:
-        analyzer = Analyzer(o)
-        try:
-            for _, obs in iter_frames(analyzer, src):
-                yield from obs
-        finally:
-            analyzer.close()
-
-
-def _detector_meta(det: FaceDetector, width: int, height: int) -> dict:
-    """The detector's name and, for the built-in backends, its settings and working size for this input."""
-    meta: dict = {"name": det.name, "device": getattr(det, "device", "cpu")}
-    if isinstance(det, ScaledDetector):
-        meta.update(threshold=det.threshold, max_side=det.max_side, min_face=det.min_face,
-                    smallest_face_px=det.smallest_face_px,
-                    working_size=list(det.working_size(width, height)) if width and height else None)
-    return meta
-
-
-def _image_meta(info, images: list[dict], src: VideoSource) -> dict:
-    """run.json entries of an image input: every processed image's size, and the unreadable ones skipped."""
-    if info.kind != "images":
-        return {}
-    return {"images": images, "skipped_images": list(src.skipped_images)}
-
-
-def _resume_identity(info, o: AnalyzeOptions) -> dict:
-    """What :meth:`~emoreel.analysis.resume.ResumePlan.check` compares, without loading the models: options, model, input."""
-    from ..model.emotion import resolve_model, sha256_file
-
-    try:
-        sha = sha256_file(resolve_model(model_path_for(o, providers_for(o.device)[0])))
-    except OSError:
-        sha = None  # no such model: not the one the run used
-    path = str(Path(info.path).resolve()) if info.kind != "camera" else info.path
-    return {"params": o.to_dict(), "model": {"sha256": sha}, "input": {"path": path, "frame_count": info.frame_count},
-            "fast_schedule": None if o.exact else FAST_SCHEDULE}
-
-
-@dataclass
-class RunSummary:
-    """What a finished (or interrupted) ``analyze_to_dir`` run did."""
-
-    out_dir: Path
-    frames: int
-    faces: int
-    accepted: int
-    tracks: int
-    seconds: float
-    complete: bool
-
-    def line(self) -> str:
-        rate = self.frames / self.seconds if self.seconds > 0 else 0.0
-        if self.faces == 0:
-            return f"no faces found in {self.frames} frames; header-only results in {self.out_dir / 'results.csv'}"
-        return (
-            f"{self.frames} frames, {self.faces} faces ({self.accepted} frontal) in {self.tracks} tracks, "
-            f"{rate:.1f} frames/s; results in {self.out_dir / 'results.csv'}"
-        )
-
-
-ProgressFn = Callable[[int, int | None], None]
-
-
-def analyze_to_dir(
-    source: str | int | Path,
-    out_dir: str | Path,
-    options: AnalyzeOptions | None = None,
-    force: bool = False,
-    progress: ProgressFn | None = None,
-    analyzer: Analyzer | None = None,
-    resume: bool = False,
-) -> RunSummary:
-    """Analyze ``source`` into ``out_dir/results.csv`` + ``run.json``, frame by frame.
-
-    Bad input is refused before anything is written; an interrupted run keeps
-    every finished frame and leaves ``complete: false`` in run.json. ``resume``
-    continues such a run after its last finished frame (same options, model and
-    input, else :class:`InputError`; see :mod:`emoreel.analysis.resume`).
-    """
-    o = (options or AnalyzeOptions()).validate()
-    plan = None
-    if resume and not force:
-        from .resume import plan_resume
-
-        plan = plan_resume(out_dir, o)  # None: nothing written yet, a fresh run
-        if plan is not None and plan.complete:  # nothing left to do, if it is a run of this input and these options
-            with _open(source, o) as src:
-                plan.check(_resume_identity(src.info, o))
-            return plan.summary()
-    check_output_dir(out_dir, force or plan is not None)  # before the models load
-    src = _open(source, plan.source_options(o) if plan else o)
-    own = analyzer is None
-    lock = None
-    try:
-        if o.record and src.info.kind == "images":
-            raise InputError("--record is for cameras and videos, not image folders")
-        if src.info.kind == "video" and src.declared_count and src.first_index >= src.info.frame_count:
-            raise InputError(f"--start {o.start:g} is beyond the end of {src.info.path} "
-                             f"({src.info.duration_s:.3f} s); nothing to analyze")  # fmt: skip
-        analyzer = analyzer or Analyzer(o)  # bad options and models fail before anything is written
-        out = prepare_output_dir(out_dir, force or plan is not None)
-        lock = OutputLock(out)  # a second run into this folder is refused, not interleaved
-        info = src.info
-        analyzer.use_source(src)  # before the detector's settings are recorded
-        recording = src.record(out / RECORDING).name if o.record else None
-        images: list[dict] = []  # image inputs: each processed image's name and size
-        meta = {
-            "emoreel_version": __version__,
-            "input": {
-                "path": str(Path(info.path).resolve()) if info.kind != "camera" else info.path,
-                "kind": info.kind, "width": info.width, "height": info.height,
-                "fps": float(info.fps), "fps_fraction": str(info.fps), "frame_count": info.frame_count,
-                "duration_s": info.duration_s, **({"recording": recording} if recording else {}),
-            },
-            "params": o.to_dict(),
-            "detector": _detector_meta(analyzer.detector, info.width, info.height),
-            "model": {"name": analyzer.model.name, "path": str(analyzer.model.path), "sha256": analyzer.model.sha256,
-                      "device": getattr(analyzer.model, "device", "cpu"),
-                      "classes": list(analyzer.model.classes)},
-            "expected_frames": src.expected_frames(),
-            "known_people": analyzer.identifier.gallery.people if analyzer.identifier is not None else [],
-            "cuts": analyzer.cut_frames,  # the analyzer's own list: every run.json write has the cuts found so far
-            "schedule": analyzer.schedule.counts if analyzer.schedule is not None else None,  # live, like "cuts"
-            "fast_schedule": None if o.exact else FAST_SCHEDULE,
-        }  # fmt: skip
-        t0 = time.perf_counter()
-        faces = accepted = 0
-        tracks: set[int] = set()
-        if plan is not None:  # check options/model/input, keep the finished rows, seed tracker and smoother
-            plan.apply(analyzer, o, meta)
-            faces, accepted, tracks = plan.counts()
-        last_meta = t0
-        total = meta["expected_frames"]
-        complete = False
-        with ResultsWriter(out, meta, resume=plan.written() if plan else None) as writer:
-            try:
-                for frame, obs in iter_frames(analyzer, src):
-                    if plan is not None and frame.index < plan.resume_frame:
-                        continue  # the overlap: re-analysed to rebuild the tracks, already written
-                    try:
-                        writer.write_frame(obs)
-                    except OutputError as e:
-                        raise OutputError(f"{e}; the {writer.frames} frames before it are kept in "
-                                          f"{out / 'results.csv'} (marked incomplete)") from None  # fmt: skip
-                    if info.kind == "images":
-                        images.append({"frame": frame.index, "name": frame.name,
-                                       "width": int(frame.image.shape[1]), "height": int(frame.image.shape[0])})
-                    faces += len(obs)
-                    accepted += sum(ob.accepted for ob in obs)
-                    tracks.update(ob.track_id for ob in obs)
-                    if progress:
-                        progress(writer.frames, total)
-                    now = time.perf_counter()
-                    if now - last_meta > 5:
-                        writer.write_meta(last_frame=frame.index, **_image_meta(info, images, src))
-                        last_meta = now
-                if src.truncated:
-                    writer.close(False, error=f"video ended at frame {src.last_index}", **src.stream_meta())
-                    raise VideoOpenFailure(
-                        f"{info.path} ended after frame {src.last_index} of {info.frame_count} (truncated or corrupt); "
-                        f"the {writer.frames} frames before it are in {out / 'results.csv'}"
-                    )
-                if writer.frames == 0 and info.kind != "camera":
-                    why = (f"--start {o.start:g} is at or beyond the end of the input" if o.start else
-                           "no frame of the input could be read")  # fmt: skip
-                    writer.close(False, error=why, **src.stream_meta(), **_image_meta(info, images, src))
-                    raise InputError(f"{why}; nothing was analyzed")
-                persons = analyzer.final_persons()
-                if persons:
-                    rewrite_persons(out, persons)
-                writer.close(True, persons=persons, tracks=len(tracks), faces=faces, **src.stream_meta(),
-                             **_image_meta(info, images, src))  # fmt: skip
-                complete = True
-            finally:
-                if not complete:
-                    writer.close(False, **src.stream_meta(), **_image_meta(info, images, src))
-        return RunSummary(out, writer.frames, faces, accepted, len(tracks), time.perf_counter() - t0, complete)
-    finally:
-        try:
-            src.close()
-        finally:
-            if own and analyzer is not None:
-                analyzer.close()
-            if lock is not None:
-                lock.close()

@@ -1,7 +1,7 @@
 """Where the videos of a batch run: worker processes on this machine, or Ray tasks on a cluster.
 
-An engine runs :class:`~emoreel.batch.runner.Task` objects (one video, or one part of a long
-one) through :func:`emoreel.batch.runner.execute` and hands back one outcome dict per task.
+An engine runs :class:`~emoreel.batch.tasks.Task` objects (one video, or one part of a long
+one) through :func:`emoreel.batch.tasks.execute` and hands back one outcome dict per task.
 It sits above the pipeline: nothing in the pipeline knows it runs in a batch.
 
 * :class:`LocalEngine` (default): ``workers`` processes at a time, one fresh process per
@@ -52,7 +52,7 @@ def _child(task, conn, progress_q) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-    from .runner import execute
+    from .tasks import execute
 
     last = [0.0]
 
@@ -85,7 +85,7 @@ class LocalEngine:
         self.workers = int(workers)
         self.ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
         if self.ctx.get_start_method() == "forkserver":
-            self.ctx.set_forkserver_preload(["emoreel.batch.runner", "emoreel.analysis.analyzer"])  # imports paid once, not per video
+            self.ctx.set_forkserver_preload(["emoreel.batch.tasks", "emoreel.analysis.run"])  # imports paid once, not per video
         self.progress_q = self.ctx.Queue()
         self.running: dict = {}  # key -> (task, process, connection)
 
@@ -170,7 +170,7 @@ def _ray_run(task, carry: dict | None):
     import tempfile
     from pathlib import Path
 
-    from .runner import execute, pack_dir, unpack_dir
+    from .tasks import execute, pack_dir, unpack_dir
 
     with tempfile.TemporaryDirectory(prefix="emoreel-ray-") as tmp:
         out = Path(tmp) / "out"

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .runner import BATCH_CSV, batch_videos
 from ..errors import EmoreelError, InputError
 from ..results import load_results
 from ..types import EMOTIONS
+from .runner import BATCH_CSV, batch_videos
 
 log = logging.getLogger(__name__)
 

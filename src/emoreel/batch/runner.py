@@ -10,7 +10,7 @@ Running the same batch again skips videos whose run.json is complete with the sa
 options (threads aside: they never change results), model and input; resumes
 incomplete ones (:mod:`emoreel.analysis.resume`); and runs failed ones again. A video may be
 split into parts (``split``/``chunk_minutes``) that run in parallel and are merged
-into one results folder (:func:`emoreel.analysis.resume.merge_parts`).
+into one results folder (:func:`emoreel.analysis.stitch.merge_parts`).
 
 The work itself runs on an engine (:mod:`emoreel.batch.engines`); this module only plans,
 retries and records.
@@ -27,16 +27,17 @@ import os
 import re
 import shutil
 import time
-import zlib
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterable
 
+from ..analysis.resume import differing_params, read_meta
+from ..analysis.stitch import Part, merge_parts, part_ranges
 from ..config import AnalyzeOptions
 from ..errors import DataError, EmoreelError, InputError, OutputError
-from ..results import RESULTS_CSV, RUN_JSON, atomic_write_text, write_error
-from ..analysis.resume import Part, differing_params, merge_parts, part_ranges, read_meta
+from ..results import RUN_JSON, atomic_write_text, write_error
+from .tasks import Task, one_line, pack_dir, unpack_dir
 
 log = logging.getLogger(__name__)
 
@@ -94,84 +95,6 @@ def folder_name(path: str | Path) -> str:
     absolute = os.path.abspath(str(path))
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(absolute).stem).strip("._") or "video"
     return f"{stem[:60]}-{hashlib.sha1(absolute.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
-
-
-# -- tasks (what runs on an engine) ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Task:
-    """One unit of work: analyze ``input`` into ``out`` with ``options`` (a dict of AnalyzeOptions fields)."""
-
-    key: str  # unique in the batch: the folder name, or folder/.parts/part-K
-    input: str
-    out: str
-    options: dict
-    resume: bool = False
-    force: bool = False
-
-    def with_out(self, out: str) -> "Task":
-        return replace(self, out=out)
-
-
-def execute(task: Task, progress: Callable[[int, int | None], None] | None = None) -> dict:
-    """Run ``task`` here; never raises: the outcome dict says ``status`` (complete, failed, incomplete) and why."""
-    from ..analysis.analyzer import analyze_to_dir
-
-    t0 = time.perf_counter()
-    threads = int(task.options.get("threads") or 1)
-    try:
-        import cv2
-
-        cv2.setNumThreads(threads)  # OpenCV's own pool stays within this worker's share of the cores
-    except Exception:
-        pass
-    base = {"key": task.key, "pid": os.getpid()}
-    try:
-        s = analyze_to_dir(task.input, task.out, AnalyzeOptions(**task.options), force=task.force,
-                           progress=progress, resume=task.resume)  # fmt: skip
-        meta = read_meta(task.out) or {}
-        return {**base, "status": "complete", "frames": s.frames, "faces": s.faces, "tracks": s.tracks,
-                "duration_s": (meta.get("input") or {}).get("duration_s"), "wall_s": time.perf_counter() - t0,
-                "resumed": bool(task.resume)}  # fmt: skip
-    except KeyboardInterrupt:
-        return {**base, "status": "incomplete", "reason": "interrupted", "wall_s": time.perf_counter() - t0}
-    except EmoreelError as e:  # bad input: the same on every try
-        return {**base, "status": "failed", "reason": _line(str(e)), "retry": False, "wall_s": time.perf_counter() - t0}
-    except Exception as e:  # a bug or a resource problem: worth another try
-        log.debug("task %s failed", task.key, exc_info=True)
-        return {**base, "status": "failed", "reason": _line(f"{type(e).__name__}: {e}"), "retry": True,
-                "wall_s": time.perf_counter() - t0}  # fmt: skip
-
-
-def _line(text: str) -> str:
-    return " ".join(text.split())[:400]
-
-
-def pack_dir(out: str | Path) -> dict[str, bytes]:
-    """results.csv and run.json of a results folder, compressed (what a Ray task sends back)."""
-    out = Path(out)
-    return {n: zlib.compress((out / n).read_bytes(), 6) for n in (RESULTS_CSV, RUN_JSON) if (out / n).exists()}
-
-
-def unpack_dir(files: dict[str, bytes], out: str | Path) -> None:
-    """Write what :func:`pack_dir` packed into ``out`` (run.json last, each file replaced atomically).
-
-    :class:`OutputError` if it cannot be written (no temporary file is left).
-    """
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot create {out}: {e.strerror or e}") from None
-    for n in sorted(files, key=lambda n: n == RUN_JSON):
-        tmp = out / f".{n}.part"
-        try:
-            tmp.write_bytes(zlib.decompress(files[n]))
-            os.replace(tmp, out / n)
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise write_error(out / n, e) from None
 
 
 # -- the batch ---------------------------------------------------------------------------------
@@ -357,7 +280,7 @@ def run_batch(
             try:
                 info = probe(v.input)
             except EmoreelError as e:
-                v.status, v.reason = "failed", _line(str(e))
+                v.status, v.reason = "failed", one_line(str(e))
                 continue
             v.duration_s = info.duration_s
             v.expected = _expected(info.frame_count, info.fps, o)
@@ -428,7 +351,7 @@ def run_batch(
                         try:
                             unpack_dir(outcome["files"], t.out)
                         except OutputError as e:  # the node's results cannot be kept here: this video failed
-                            outcome = {**outcome, "status": "failed", "reason": _line(str(e)), "retry": False}
+                            outcome = {**outcome, "status": "failed", "reason": one_line(str(e)), "retry": False}
                     status = outcome.get("status")
                     v.wall_s += float(outcome.get("wall_s") or 0)
                     if status == "complete":
@@ -512,7 +435,7 @@ def _merge(root: Path, v: Video, o: AnalyzeOptions) -> None:
     try:
         meta = merge_parts(v.part_list, dirs, root / v.folder, o)
     except (EmoreelError, OSError) as e:
-        v.status, v.reason = "failed", f"merging the parts: {_line(str(e))}"
+        v.status, v.reason = "failed", f"merging the parts: {one_line(str(e))}"
         return
     shutil.rmtree(root / v.folder / PARTS_DIR, ignore_errors=True)
     v.status, v.reason = "complete", ""

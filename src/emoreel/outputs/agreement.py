@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..results import Results, load_results
 from ..faces.track import iou_matrix
+from ..results import Results, load_results
 from ..types import EMOTIONS
 
 

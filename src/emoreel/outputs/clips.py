@@ -18,14 +18,14 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .draw import draw_frame, text_box, timecode
-from ..media.encode import SoundTrack, Timeline, VideoWriter
 from ..errors import DataError
+from ..media.encode import SoundTrack, Timeline, VideoWriter
+from ..media.video import exact_fps, open_source, probe, read_frames
 from ..results import Results, csv_safe
+from ..types import Frame, Observation
+from .draw import draw_frame, text_box, timecode
 from .segments import Segment
 from .selection import stride
-from ..types import Frame, Observation
-from ..media.video import exact_fps, open_source, probe, read_frames
 
 ProgressFn = Callable[[int, "int | None"], None]
 

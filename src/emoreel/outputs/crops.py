@@ -14,14 +14,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..faces.align import align_face
-from .draw import timecode
-from ..model.emotion import DEFAULT_EYES, InputSpec, default_model_path, read_card
 from ..errors import DataError, InputError, ModelError, OutputError
-from ..results import Results, csv_safe
-from .selection import Run
-from ..types import EMOTIONS, Observation
+from ..faces.align import align_face
 from ..media.video import read_frames
+from ..model.emotion import DEFAULT_EYES, InputSpec, default_model_path, read_card
+from ..results import Results, csv_safe
+from ..types import EMOTIONS, Observation
+from .draw import timecode
+from .selection import Run
 
 
 def best_per_track(res: Results, mask: np.ndarray, k: int, raw: bool = False, emotion: str = "",

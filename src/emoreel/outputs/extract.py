@@ -21,12 +21,12 @@ from .clips import (SEGMENT_COLUMNS, ProgressFn, annotate, clip_name, frame_time
                     write_segments)  # fmt: skip
 from .crops import (MANIFEST_COLUMNS, SHEET_CAPTION_PX, Crop, best_per_track, contact_sheet, crop_name, training_spec,
                     write_crops)  # fmt: skip
-from .source_video import resolve_video
 from .live import gui_available, live_frames
 from .output_dir import OUTPUT_MANIFEST, OutputDir
 from .segments import DEFAULT_MIN_SHARE, Segment, fill_on_screen, recorded_cuts, segments
 from .selection import (Run, Selection, confident_min_prob, continuity_gap, find_runs, select, selection_labels,
                         stride)  # fmt: skip
+from .source_video import resolve_video
 
 __all__ = [
     "DEFAULT_MIN_SHARE", "MANIFEST_COLUMNS", "OUTPUT_MANIFEST", "SEGMENT_COLUMNS", "SHEET_CAPTION_PX",

@@ -10,8 +10,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from .draw import draw_frame, timecode
 from ..types import Frame, Observation
+from .draw import draw_frame, timecode
 
 
 def live_frames(source, analyzer, show_time: bool = True) -> Iterator[tuple[Frame, list[Observation], np.ndarray]]:

@@ -34,145 +34,24 @@ import html
 import json
 import math
 import os
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
 import cv2
 import numpy as np
 
-from .draw import emotion_hex
 from ..errors import InputError, OutputError
+from ..media.video import read_frames
 from ..results import Results, atomic_write_text
 from ..types import EMOTIONS
-from ..media.video import read_frames
+from .draw import emotion_hex
+from .timeline import (EMO_CODE, MIN_TRACK_S, NO_LABEL, NO_LABEL_HEX, TIMELINE_BINS, Clock, Entity, axis_html, clock_of,
+                       find_entities, pick_rows, share_bar, tc, timeline_svg)  # fmt: skip
 
-TIMELINE_BINS = 600
-"""Most bins per timeline row."""
 MAX_CARDS = 40
 """Most people/tracks with a card, a timeline and gallery shots."""
-MIN_TRACK_S = 1.0
-"""Unnamed tracks shorter than this (seconds on screen) are pooled into "other faces"."""
 MAX_PHOTOS = 500
 """Most images listed, with their faces, in the report of an image folder."""
-OTHER = "other faces"
-NO_LABEL_HEX = "#bdbdbd"
-"""Timeline colour for a face that is on screen but has no smoothed label."""
-
-_EMO_CODE = {e: i for i, e in enumerate(EMOTIONS)}
-_NL = len(EMOTIONS)  # code of "face present, no label"
-_STATE_CHARS = "0123456-"  # per-bin state for the page's tooltip: emotion index, "-" no label ("." absent)
-_ROW_H = 100  # timeline viewBox height
-
-
-@dataclass
-class Entity:
-    """A row of the report: a known person, one track, or the pooled "other faces"."""
-
-    key: str  # DOM-safe id ("e0", "e1", ...)
-    label: str
-    kind: str  # "person", "track" or "other"
-    rows: np.ndarray  # row indices, ascending
-    tracks: list[int] = field(default_factory=list)
-    screen_s: float = 0.0
-    frames: int = 0  # processed frames with this face
-    labelled: int = 0  # rows with a smoothed emotion label
-    thumb_row: int = -1
-    best: dict[str, int] = field(default_factory=dict)  # emotion -> row
-
-
-@dataclass
-class _Clock:
-    """The video's timing as the report needs it."""
-
-    fps: float
-    step: int  # processed every Nth frame
-    total_frames: int
-    duration: float
-
-    @property
-    def steps(self) -> int:
-        return max(1, math.ceil(self.total_frames / self.step))
-
-
-def _clock(res: Results) -> _Clock:
-    inp = res.meta.get("input", {}) or {}
-    fps = res.fps or 1.0
-    step = max(1, int((res.meta.get("params", {}) or {}).get("every", 1) or 1))
-    last = int(res.cols["frame"].max()) + 1 if len(res) else 0
-    total = max(int(inp.get("frame_count") or 0), last)
-    duration = float(inp.get("duration_s") or 0) or total / fps
-    return _Clock(fps, step, total, max(duration, total / fps))
-
-
-def tc(seconds: float, decimals: int = 1) -> str:
-    """``M:SS.s`` or ``H:MM:SS.s`` (``decimals`` digits after the second)."""
-    scale = 10**decimals
-    units = int(round(max(seconds, 0.0) * scale))
-    whole, frac = divmod(units, scale)
-    h, rest = divmod(whole, 3600)
-    m, s = divmod(rest, 60)
-    out = f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-    return f"{out}.{frac:0{decimals}d}" if decimals else out
-
-
-def _entities(res: Results, clock: _Clock, min_track_s: float, codes: np.ndarray) -> list[Entity]:
-    """Group rows by person (when known) or by track; pool short and never-labelled tracks."""
-    c = res.cols
-    if not len(res):
-        return []
-    tid = c["track_id"]
-    order = np.argsort(tid, kind="stable")  # stable: rows stay in frame order within a track
-    uniq, starts = np.unique(tid[order], return_index=True)
-    groups: dict[str, tuple[str, str, list[np.ndarray]]] = {}
-    other: list[np.ndarray] = []
-    for t, rows in zip(uniq.tolist(), np.split(order, starts[1:])):
-        votes = Counter(p for p in c["person"][rows] if p and p not in ("unknown", "unidentified"))
-        if votes:
-            name = votes.most_common(1)[0][0]
-            groups.setdefault(f"p:{name}", (name, "person", []))[2].append(rows)
-            continue
-        seen_s = len(np.unique(c["frame"][rows])) * clock.step / clock.fps
-        if t < 0 or seen_s < min_track_s or not (codes[rows] < _NL).any():
-            other.append(rows)
-        else:
-            groups[f"t:{t}"] = (f"track {t}", "track", [rows])
-    ents = []
-    for label, kind, parts in groups.values():
-        ents.append(_entity(res, clock, codes, label, kind, parts))
-    first = {id(e): int(res.cols["frame"][e.rows[0]]) for e in ents}
-    ents.sort(key=lambda e: (e.kind != "person", -e.labelled, -e.frames, first[id(e)]))
-    if other:
-        ents.append(_entity(res, clock, codes, OTHER, "other", other))
-    for i, e in enumerate(ents):
-        e.key = f"e{i}"
-    return ents
-
-
-def _entity(res: Results, clock: _Clock, codes: np.ndarray, label: str, kind: str, parts: list[np.ndarray]) -> Entity:
-    rows = np.sort(np.concatenate(parts)) if len(parts) > 1 else parts[0]
-    frames = len(np.unique(res.cols["frame"][rows]))
-    tracks = sorted({int(t) for t in np.unique(res.cols["track_id"][rows])})
-    return Entity("", label, kind, rows, tracks, frames * clock.step / clock.fps, frames, int((codes[rows] < _NL).sum()))
-
-
-def _pick_rows(res: Results, e: Entity, codes: np.ndarray) -> None:
-    """The thumbnail (a large, sharp, frontal face) and the best row per smoothed emotion."""
-    c = res.cols
-    rows = e.rows
-    acc = rows[c["accepted"][rows] == 1]
-    if not len(acc):
-        e.thumb_row = int(rows[np.argmax(np.nan_to_num(c["w"][rows] * c["h"][rows]))])
-        return
-    sharp = np.nan_to_num(c["sharpness"][acc])
-    e.thumb_row = int(acc[np.argmax(np.log1p(sharp) + np.nan_to_num(np.sqrt(c["w"][acc] * c["h"][acc])) / 100)])
-    med = float(np.median(sharp)) or 1.0
-    for k, emo in enumerate(EMOTIONS):
-        cand = acc[codes[acc] == k]
-        if len(cand):
-            score = np.nan_to_num(c["smooth_prob"][cand]) * np.minimum(1.0, np.nan_to_num(c["sharpness"][cand]) / med)
-            e.best[emo] = int(cand[np.argmax(score)])
 
 
 def _crops(res: Results, video: Path | None, rows: set[int], size: int = 96) -> dict[int, str]:
@@ -200,85 +79,6 @@ def _crops(res: Results, video: Path | None, rows: set[int], size: int = 96) -> 
             if ok:
                 out[r] = "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
     return out
-
-
-def _bins_of(res: Results, e: Entity, clock: _Clock, bins: int) -> np.ndarray:
-    """The bin of each of ``e``'s rows (integer arithmetic on frame indices: no empty bins between frames)."""
-    s = res.cols["frame"][e.rows] // clock.step
-    return np.minimum(s * bins // clock.steps, bins - 1)
-
-
-def _timeline(res: Results, e: Entity, clock: _Clock, bins: int, codes: np.ndarray, probs: bool = True) -> str:
-    """One row's SVG: label runs, a grey "present" bar, the probability line and a hidden marker."""
-    b = _bins_of(res, e, clock, bins)
-    code = codes[e.rows]
-    counts = np.bincount(b * (_NL + 1) + code, minlength=bins * (_NL + 1)).reshape(bins, _NL + 1)
-    psum = np.bincount(b * (_NL + 1) + code, weights=np.nan_to_num(res.cols["smooth_prob"][e.rows]), minlength=bins * (_NL + 1))
-    psum = psum.reshape(bins, _NL + 1)
-    lab = counts[:, :_NL]
-    dom = lab.argmax(1)
-    state = np.where(lab.sum(1) > 0, dom, np.where(counts[:, _NL] > 0, _NL, -1))
-    cuts = np.flatnonzero(np.diff(state)) + 1
-    starts, ends = np.concatenate([[0], cuts]), np.concatenate([cuts, [bins]])
-    rects = []
-    for a, z in zip(starts.tolist(), ends.tolist()):
-        s = int(state[a])
-        if s == _NL:
-            rects.append(f'<rect x="{a}" y="{_ROW_H - 22}" width="{z - a}" height="22" fill="{NO_LABEL_HEX}"/>')
-        elif s >= 0:
-            rects.append(f'<rect x="{a}" y="0" width="{z - a}" height="{_ROW_H}" fill="{emotion_hex(EMOTIONS[s])}"/>')
-    line = ""
-    if probs:
-        ok = state < _NL
-        ok &= state >= 0
-        p = np.zeros(bins)
-        idx = np.flatnonzero(ok)
-        p[idx] = psum[idx, dom[idx]] / counts[idx, dom[idx]]
-        y = np.round(_ROW_H * (1 - np.clip(p, 0, 1)) * 0.9 + _ROW_H * 0.05).astype(int)
-        segs, prev = [], -2
-        for i in idx.tolist():  # step line: flat across each bin, joined between adjacent bins
-            segs.append(f"{'L' if i == prev + 1 else 'M'}{i} {y[i]}H{i + 1}")
-            prev = i
-        if segs:
-            line = f'<path class="p" d="{"".join(segs)}"/>'
-    states = "".join(_STATE_CHARS[s] if s >= 0 else "." for s in state.tolist())
-    return (
-        f'<svg class="tl" id="tl-{e.key}" viewBox="0 0 {bins} {_ROW_H}" preserveAspectRatio="none" '
-        f'shape-rendering="crispEdges" data-bins="{bins}" data-states="{states}">'
-        f'<rect width="{bins}" height="{_ROW_H}" fill="#f4f4f4"/>{"".join(rects)}{line}'
-        f'<line class="marker" x1="-1" x2="-1" y1="0" y2="{_ROW_H}"/></svg>'
-    )
-
-
-def _share_bar(codes: np.ndarray) -> str:
-    counts = np.bincount(codes[codes < _NL], minlength=_NL)
-    total = int(counts.sum())
-    if not total:
-        return '<div class="bar empty">no emotion label (never frontal long enough)</div>'
-    spans = "".join(
-        f'<span style="width:{100 * n / total:.2f}%;background:{emotion_hex(e)}" title="{e} {100 * n / total:.0f}%"></span>'
-        for e, n in zip(EMOTIONS, counts.tolist())
-        if n
-    )
-    top = ", ".join(f"{EMOTIONS[k]} {100 * counts[k] / total:.0f}%" for k in np.argsort(-counts, kind="stable")[:3] if counts[k])
-    return f'<div class="bar">{spans}</div><div class="small">{top}</div>'
-
-
-def _tick_step(duration: float) -> float:
-    for s in (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400):
-        if duration / s <= 10:
-            return s
-    return 10 ** math.ceil(math.log10(duration / 10))
-
-
-def _axis(duration: float) -> str:
-    if duration <= 0:
-        return ""
-    step = _tick_step(duration)
-    dec = 1 if step < 1 else 0
-    ticks = [k * step for k in range(int(duration / step + 1e-9) + 1)]
-    spans = "".join(f'<span style="left:{100 * t / duration:.3f}%">{tc(t, dec)}</span>' for t in ticks if t <= duration * 0.97)
-    return f'<div class="axis"><div class="ticks">{spans}<span class="end">{tc(duration, dec)}</span></div></div>'
 
 
 def _link_note(video_href: str) -> str:
@@ -378,7 +178,7 @@ SCRIPT = """
 """
 
 
-def _summary(res: Results, clock: _Clock, ents: list[Entity], video_href: str, extra: list[tuple[str, str]] = ()) -> str:
+def _summary(res: Results, clock: Clock, ents: list[Entity], video_href: str, extra: list[tuple[str, str]] = ()) -> str:
     esc = html.escape
     meta, c = res.meta, res.cols
     inp = meta.get("input", {}) or {}
@@ -444,7 +244,7 @@ def _card(e: Entity, codes: np.ndarray, crops: dict[int, str]) -> str:
     return (
         f'<div class="card" id="card-{e.key}" data-kind="{e.kind}">{img}<div><h3 title="{esc(e.label)}">{esc(e.label)}</h3>'
         f'<div class="small">{tc(e.screen_s)} on screen<br>{e.frames} frames, {e.labelled} labelled<br>{what}</div></div>'
-        f'<div class="share">{_share_bar(codes[e.rows])}</div></div>'
+        f'<div class="share">{share_bar(codes[e.rows])}</div></div>'
     )
 
 
@@ -475,8 +275,8 @@ def _photo_sections(res: Results, video: Path | None, codes: np.ndarray, max_pho
     shown = frames[:max_photos]
     rows = np.flatnonzero(np.isin(c["frame"], shown))
     crops = _crops(res, video, set(rows.tolist()))
-    counts = np.bincount(codes[codes < _NL], minlength=_NL)
-    parts = [f"<h2>Photos ({len(frames)} with faces)</h2>", f'<div class="small">{_share_bar(codes)}</div>',
+    counts = np.bincount(codes[codes < NO_LABEL], minlength=NO_LABEL)
+    parts = [f"<h2>Photos ({len(frames)} with faces)</h2>", f'<div class="small">{share_bar(codes)}</div>',
              '<div class="photos">']  # fmt: skip
     for f in shown.tolist():
         mine = rows[c["frame"][rows] == f]
@@ -484,7 +284,7 @@ def _photo_sections(res: Results, video: Path | None, codes: np.ndarray, max_pho
         shots = []
         for r in mine.tolist():
             code = int(codes[r])
-            if code < _NL:
+            if code < NO_LABEL:
                 emo = EMOTIONS[code]
                 what, colour = f"{emo} {float(c['smooth_prob'][r]):.2f}", emotion_hex(emo)
             else:
@@ -526,11 +326,11 @@ def render(
     if max_cards < 1 or bins < 1 or min_track_s < 0:
         raise InputError("report: max_cards and bins must be at least 1, min_track_s at least 0")
     esc = html.escape
-    clock = _clock(res)
+    clock = clock_of(res)
     c = res.cols
-    codes = np.array([_EMO_CODE.get(x, _NL) for x in c["emotion_smooth"]], dtype=np.int64) if len(res) else np.zeros(0, np.int64)
+    codes = np.array([EMO_CODE.get(x, NO_LABEL) for x in c["emotion_smooth"]], dtype=np.int64) if len(res) else np.zeros(0, np.int64)
     if len(res):
-        codes[c["accepted"] != 1] = _NL
+        codes[c["accepted"] != 1] = NO_LABEL
     if (res.meta.get("input", {}) or {}).get("kind") == "images":
         return _render_photos(res, Path(video) if video else None, clock, codes)
     from .decode import DEFAULT_SWITCH_COST, decode_results, flicker, with_labels
@@ -540,20 +340,20 @@ def render(
         min_prob = confident_min_prob(res)
         res = with_labels(res, decode_results(res, min_prob, DEFAULT_SWITCH_COST))
         c = res.cols
-        codes = np.array([_EMO_CODE.get(x, _NL) for x in c["emotion_smooth"]], dtype=np.int64)
-        codes[c["accepted"] != 1] = _NL
+        codes = np.array([EMO_CODE.get(x, NO_LABEL) for x in c["emotion_smooth"]], dtype=np.int64)
+        codes[c["accepted"] != 1] = NO_LABEL
     kind_of = "decoded" if labels == "decoded" else "smoothed"
     changes, secs, rate = flicker(res, c["emotion_smooth"]) if len(res) else (0, 0.0, float("nan"))
     label_row = ("labels", f"{kind_of} per track" + (f" (abstaining below probability {min_prob:g})" if labels == "decoded" and len(res) else "")
                  + (f"; {changes} changes of emotion in {secs:.1f} track-seconds ({rate:.2f}/s)" if secs else ""))  # fmt: skip
-    ents = _entities(res, clock, min_track_s, codes)
+    ents = find_entities(res, clock, min_track_s, codes)
     bins = max(1, min(bins, clock.steps))
     named = [e for e in ents if e.kind != "other"]
     shown, more = named[:max_cards], named[max_cards:]
     shown += [e for e in ents if e.kind == "other"]
     for e in shown:
         if e.kind != "other":
-            _pick_rows(res, e, codes)
+            pick_rows(res, e, codes)
     wanted = {e.thumb_row for e in shown if e.thumb_row >= 0} | {r for e in shown for r in e.best.values()}
     crops = _crops(res, Path(video) if video else None, wanted)
     name = Path(str((res.meta.get("input", {}) or {}).get("path", "") or "")).name
@@ -575,10 +375,10 @@ def render(
         for e in shown:
             parts.append(
                 f'<div class="tlrow" data-key="{e.key}"><div class="name" title="{esc(e.label)}">{esc(e.label)}</div>'
-                f"{_timeline(res, e, clock, bins, codes, probability_line)}</div>"
+                f"{timeline_svg(res, e, clock, bins, codes, probability_line)}</div>"
             )
         bin_s = clock.duration / bins
-        parts.append(_axis(clock.duration))
+        parts.append(axis_html(clock.duration))
         parts.append(f'<div class="small">{bins} bins of {tc(bin_s, 2 if bin_s < 1 else 1)} each: a bin shows the most frequent {kind_of} label. '
                      "Click a timecode in the gallery to mark it here.</div>")  # fmt: skip
         gallery = [_gallery_row(res, e, crops, video_href) for e in shown if e.kind != "other"]
@@ -591,7 +391,7 @@ def render(
         if more:
             parts.append(f'<h2>{len(more)} more</h2><table class="more"><tr><th>who</th><th>screen time</th><th>frames</th><th>top emotion</th></tr>')
             for e in more:
-                counts = np.bincount(codes[e.rows][codes[e.rows] < _NL], minlength=_NL)
+                counts = np.bincount(codes[e.rows][codes[e.rows] < NO_LABEL], minlength=NO_LABEL)
                 top = EMOTIONS[int(counts.argmax())] if counts.sum() else "-"
                 parts.append(f'<tr class="morerow"><td>{esc(e.label)}</td><td>{tc(e.screen_s)}</td><td>{e.frames}</td><td>{top}</td></tr>')
             parts.append("</table>")
@@ -602,7 +402,7 @@ def render(
     return "".join(parts)
 
 
-def _render_photos(res: Results, video: Path | None, clock: _Clock, codes: np.ndarray) -> str:
+def _render_photos(res: Results, video: Path | None, clock: Clock, codes: np.ndarray) -> str:
     """The page for an image folder: no timelines (images are not a timeline), one entry per image."""
     esc = html.escape
     name = Path(str((res.meta.get("input", {}) or {}).get("path", "") or "")).name

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .draw import timecode
 from ..errors import InputError
 from ..results import Results
+from .draw import timecode
 from .selection import Run
 
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .decode import DEFAULT_SWITCH_COST, decode_results
 from ..errors import InputError
 from ..results import Results
 from ..types import EMOTIONS
+from .decode import DEFAULT_SWITCH_COST, decode_results
 
 
 @dataclass

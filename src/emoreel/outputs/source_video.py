@@ -7,8 +7,9 @@ from fractions import Fraction
 from pathlib import Path
 
 from ..errors import InputError
+from ..media.images import check_image_names
+from ..media.video import exact_fps, probe
 from ..results import Results
-from ..media.video import check_image_names, exact_fps, probe
 
 
 def resolve_video(res: Results, video: str | Path | None = None) -> Path:

@@ -8,7 +8,7 @@ Usage (numbers go to docs/benchmarks.md):
 
 For each size: emoreel's fast default, --exact, extra --detect-every intervals, the peer when given:
 frames/s, real-time factor, frames with at least one face, and ratios; then each fast run's
-agreement with --exact (emoreel.agreement).
+agreement with --exact (emoreel.outputs.agreement).
 
 Inputs at 360p/720p/1080p are made by rescaling the clip (written once to a temp folder).
 Each analyze run writes a real results folder; frames/s counts processed frames over wall time.
@@ -28,10 +28,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from emoreel.analysis.run import analyze_to_dir
 from emoreel.config import AnalyzeOptions
-from emoreel.emotion import EmotionModel
-from emoreel.pipeline import analyze_to_dir
-from emoreel.video import VideoWriter, open_source
+from emoreel.media.video import VideoWriter, open_source
+from emoreel.model.emotion import EmotionModel
 
 
 def rss_mb() -> float:
@@ -129,7 +129,7 @@ def peer_run(peer_python: str, video: Path) -> dict:
 
 
 def main() -> None:
-    from emoreel.agreement import compare
+    from emoreel.outputs.agreement import compare
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--video", required=True)

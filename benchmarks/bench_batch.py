@@ -32,7 +32,7 @@ EMOREEL = [sys.executable, "-m", "emoreel"]
 
 def loop_video(src: Path, dst: Path, seconds: float) -> Path:
     """``src`` repeated until ``seconds`` long (frames re-encoded by emoreel's writer)."""
-    from emoreel.video import VideoWriter, exact_fps
+    from emoreel.media.video import VideoWriter, exact_fps
 
     cap = cv2.VideoCapture(str(src))
     fps = exact_fps(cap.get(cv2.CAP_PROP_FPS))
@@ -67,8 +67,8 @@ def main() -> None:
     ap.add_argument("--no-ray", action="store_true")
     ap.add_argument("--keep", help="work folder to keep (default: a temporary one)")
     a = ap.parse_args()
-    from emoreel.sample import make_example_video
-    from emoreel.stitch import agreement
+    from emoreel.media.sample import make_example_video
+    from emoreel.analysis.stitch import agreement
 
     work = Path(a.keep or tempfile.mkdtemp(prefix="emoreel-bench-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -38,11 +38,11 @@ import cv2
 import numpy as np
 import onnxruntime
 
-from emoreel.align import frontal_gate
 from emoreel.config import AnalyzeOptions
-from emoreel.detect import create_detector
+from emoreel.faces.align import frontal_gate
+from emoreel.faces.detect import create_detector
+from emoreel.media.video import open_source
 from emoreel.types import Faces
-from emoreel.video import open_source
 
 DEFAULT_CONFIGS = (
     "centerface:640", "centerface:480", "centerface:384", "centerface:320", "centerface:0",

@@ -12,9 +12,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from emoreel.align import frontal_gate
-from emoreel.detect import CenterFaceDetector
-from emoreel.sample import astronaut
+from emoreel.faces.align import frontal_gate
+from emoreel.faces.detect import CenterFaceDetector
+from emoreel.media.sample import astronaut
 
 
 def main() -> None:

@@ -4,8 +4,8 @@ Each val face (48x48 grey) is upscaled to ``--size`` px (bicubic) as a stand-in 
 finds it (the highest-scoring face; its landmarks are cached in ``--cache``), the frontal gate is applied as
 at run time, and the face is aligned and classified as ``analyze`` does for photos; a face not found at the
 detector's threshold gets analyze's second look at photos (``--photo-threshold``, 0.5 = off). ``--views`` names the
-test-time views to compare (``emoreel.emotion.VIEWS``), ``--degrade`` runs the same on a degraded copy of
-val (``emoreel.degrade``, the faces degraded at 48 px before upscaling, as ``evaluate --degrade`` does).
+test-time views to compare (``emoreel.model.emotion.VIEWS``), ``--degrade`` runs the same on a degraded copy of
+val (``emoreel.model.degrade``, the faces degraded at 48 px before upscaling, as ``evaluate --degrade`` does).
 
     python benchmarks/fer_pipeline.py --data ../shared/data/fer2013-train-val.zip [--views single mirror jitter] \
         [--size 192] [--degrade 0] [--model emoreel-fer]
@@ -27,13 +27,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from emoreel.align import align_faces, frontal_gate  # noqa: E402
+from emoreel.analysis.analyzer import Analyzer  # noqa: E402
 from emoreel.config import AnalyzeOptions  # noqa: E402
-from emoreel.datasets import load_dataset  # noqa: E402
-from emoreel.detect import create_detector  # noqa: E402
-from emoreel.emotion import EmotionModel  # noqa: E402
+from emoreel.faces.align import align_faces, frontal_gate  # noqa: E402
+from emoreel.faces.detect import create_detector  # noqa: E402
+from emoreel.model.datasets import load_dataset  # noqa: E402
+from emoreel.model.emotion import EmotionModel  # noqa: E402
 from emoreel.runtime import cpu_model  # noqa: E402
-from emoreel.pipeline import Analyzer  # noqa: E402
 from emoreel.types import Faces, Frame  # noqa: E402
 
 
@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("--data", default=str(ROOT.parent / "shared/data/fer2013-train-val.zip"))
     ap.add_argument("--model", default=None)
     ap.add_argument("--size", type=int, default=192)
-    ap.add_argument("--views", nargs="+", default=["single", "mirror", "jitter"], help="names from emoreel.emotion.VIEWS")
+    ap.add_argument("--views", nargs="+", default=["single", "mirror", "jitter"], help="names from emoreel.model.emotion.VIEWS")
     ap.add_argument("--degrade", type=int, default=None, help="seed: run on a degraded copy of val")
     ap.add_argument("--cache", default="/tmp/emoreel-fer-pipeline")
     ap.add_argument("--limit", type=int, default=0)
@@ -74,7 +74,7 @@ def main() -> None:
     data = load_dataset(args.data, "val")
     images, labels = data.images, data.labels
     if args.degrade is not None:
-        from emoreel.degrade import degraded_copy
+        from emoreel.model.degrade import degraded_copy
 
         images = degraded_copy(images, seed=args.degrade)
     if args.limit:

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/flicker.py --analyze VIDEO OUT_DIR  # analyze first (one run)
 
 Compares: the online smoothed label as analyze wrote it (emotion_smooth), the online label replayed
-with and without --min-prob, and the offline Viterbi decoding (emoreel.decode).
+with and without --min-prob, and the offline Viterbi decoding (emoreel.outputs.decode).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import argparse
 import numpy as np
 
 from emoreel.config import AnalyzeOptions
-from emoreel.decode import DEFAULT_SWITCH_COST, decode_results, flicker, replay_smoothing
+from emoreel.outputs.decode import DEFAULT_SWITCH_COST, decode_results, flicker, replay_smoothing
 from emoreel.results import load_results
 
 
@@ -26,7 +26,7 @@ def main() -> None:
     ap.add_argument("--switch-cost", type=float, default=DEFAULT_SWITCH_COST)
     a = ap.parse_args()
     if a.analyze:
-        from emoreel.pipeline import analyze_to_dir
+        from emoreel.analysis.run import analyze_to_dir
 
         video, out = a.results
         analyze_to_dir(video, out, force=True)

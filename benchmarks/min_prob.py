@@ -15,9 +15,9 @@ import argparse
 import numpy as np
 
 from emoreel.config import AnalyzeOptions
-from emoreel.datasets import load_dataset
-from emoreel.decode import confidence_threshold
-from emoreel.emotion import EmotionModel
+from emoreel.model.datasets import load_dataset
+from emoreel.model.emotion import EmotionModel
+from emoreel.outputs.decode import confidence_threshold
 
 
 def main() -> None:

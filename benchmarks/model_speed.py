@@ -13,7 +13,7 @@ import numpy as np
 
 from bench_analyze import cpu_name  # same folder
 
-from emoreel.emotion import EmotionModel
+from emoreel.model.emotion import EmotionModel
 
 
 def main() -> None:

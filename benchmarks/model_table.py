@@ -1,7 +1,7 @@
 """The table that decides which emotion model ships (docs/model.md, "Ship rule"): one row per model.
 
 Columns, all through analyze's own code with its default views:
-- webfaces dev: the people held out of ``webfaces.zip`` (emoreel.photoset.person_split), each photo
+- webfaces dev: the people held out of ``webfaces.zip`` (emoreel.model.photoset.person_split), each photo
   through the whole photo path (detection, gate, alignment, emotion): accuracy over all photos, macro
   recall over the classes with 30+ photos, neutral predicted / true share;
 - webfaces dev, small: the same photos shrunk so their long side is 64 px (faces of about 30-45 px, as
@@ -34,10 +34,11 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from emoreel.config import AnalyzeOptions  # noqa: E402
-from emoreel.datasets import load_dataset  # noqa: E402
-from emoreel.degrade import degraded_copy  # noqa: E402
-from emoreel.evaluate import evaluate, evaluate_photos, load_model  # noqa: E402
-from emoreel.photoset import PhotoSet  # noqa: E402
+from emoreel.model.datasets import load_dataset  # noqa: E402
+from emoreel.model.degrade import degraded_copy  # noqa: E402
+from emoreel.analysis.evaluate_photos import evaluate_photos  # noqa: E402
+from emoreel.model.evaluate import evaluate, load_model  # noqa: E402
+from emoreel.model.photoset import PhotoSet  # noqa: E402
 from emoreel.runtime import cpu_model  # noqa: E402
 
 import real_faces  # noqa: E402

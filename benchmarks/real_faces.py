@@ -30,12 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT / "src"))
 
-from emoreel.align import estimate_yaw  # noqa: E402
+from emoreel.analysis.analyzer import Analyzer  # noqa: E402
+from emoreel.analysis.evaluate_photos import evaluate_photos  # noqa: E402
 from emoreel.config import AnalyzeOptions  # noqa: E402
-from emoreel.evaluate import evaluate_photos  # noqa: E402
-from emoreel.pipeline import Analyzer  # noqa: E402
+from emoreel.faces.align import estimate_yaw  # noqa: E402
+from emoreel.media.video import read_frames  # noqa: E402
 from emoreel.runtime import cpu_model  # noqa: E402
-from emoreel.video import read_frames  # noqa: E402
 
 PHOTOS = [  # (path, [(label, crop as fractions x0, y0, x1, y1 of the image or None)])
     (SHARED / "photos" / "obama.jpg", [("happy", None)]),

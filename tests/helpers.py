@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from emoreel.video import VideoWriter
+from emoreel.media.video import VideoWriter
 
 BITS = 7
 

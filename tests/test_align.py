@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 
-from emoreel.align import (
+from emoreel.faces.align import (
     NO_EYES, NOT_FRONTAL, TILTED, TOO_SMALL, align_face, estimate_yaw, eye_transform, frontal_gate, landmark_transform,
 )
-from emoreel.emotion import InputSpec
+from emoreel.model.emotion import InputSpec
 from emoreel.types import Faces
 
 SPEC = InputSpec(48, 48, "grey", "NCHW", 1 / 255, (0.5,), (0.25,), ((0.3, 0.4), (0.7, 0.4)))

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 import emoreel
+from emoreel.analysis.run import analyze_to_dir
 from emoreel.cli import main
 from emoreel.config import AnalyzeOptions
-from emoreel.pipeline import analyze_to_dir
+from emoreel.media.sample import make_example_video
+from emoreel.media.video import VideoWriter, open_source
 from emoreel.results import COLUMNS, load_results
-from emoreel.sample import make_example_video
 from emoreel.types import EMOTIONS
-from emoreel.video import VideoWriter, open_source
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,7 @@ def test_image_folder_input(tmp_path):
     folder.mkdir()
     import cv2
 
-    from emoreel.sample import astronaut
+    from emoreel.media.sample import astronaut
 
     for i in (1, 2, 10):
         cv2.imwrite(str(folder / f"img{i}.jpg"), astronaut())
@@ -262,7 +262,7 @@ def test_bad_smoothing_and_tracking_options(capsys, example_video, tmp_path, fla
 def test_record_keeps_every_frame_read_and_extract_uses_it(example_video, tmp_path, capsys):
     """--record (meant for cameras) writes every frame read, skipped ones included, so frame numbers
     in results.csv index the recording; a camera run's extract/annotate then need no --video."""
-    from emoreel.video import read_frames
+    from emoreel.media.video import read_frames
 
     out = tmp_path / "o"
     assert main(["analyze", str(example_video), "-o", str(out), "--record", "--every", "3", "--quiet"]) == 0

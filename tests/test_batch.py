@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from emoreel.batch import BATCH_CSV, BatchLock, folder_name, run_batch
+from emoreel.analysis.run import analyze_to_dir
+from emoreel.analysis.stitch import agreement
+from emoreel.batch.engines import LocalEngine, cpu_count
+from emoreel.batch.runner import BATCH_CSV, BatchLock, folder_name, run_batch
 from emoreel.cli import main
 from emoreel.config import AnalyzeOptions
-from emoreel.engines import LocalEngine, cpu_count
 from emoreel.errors import OutputError
-from emoreel.pipeline import analyze_to_dir
-from emoreel.sample import make_example_video
-from emoreel.stitch import agreement
+from emoreel.media.sample import make_example_video
 
 LONG = 150  # frames of the "long" video: long enough for two parts with their overlap
 
@@ -251,10 +251,11 @@ def test_unreachable_ray_address_is_one_line(videos, tmp_path, capsys):
 def test_write_failures_are_output_errors_and_leave_no_temp_files(tmp_path, monkeypatch):
     import errno
 
-    from emoreel import batch as batch_mod
-    from emoreel import stitch
-    from emoreel.batch import Video, _merge, pack_dir, unpack_dir, write_batch_csv
-    from emoreel.stitch import write_rows
+    from emoreel.batch import runner as batch_mod
+    from emoreel.analysis import resume
+    from emoreel.batch.runner import Video, _merge, write_batch_csv
+    from emoreel.batch.tasks import pack_dir, unpack_dir
+    from emoreel.analysis.resume import write_rows
 
     with pytest.raises(OutputError, match="cannot write"):
         write_rows(tmp_path / "missing" / "results.csv", ["frame"], [["1"]])
@@ -262,7 +263,7 @@ def test_write_failures_are_output_errors_and_leave_no_temp_files(tmp_path, monk
     def full(*a):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(stitch.os, "fsync", full)
+    monkeypatch.setattr(resume.os, "fsync", full)
     with pytest.raises(OutputError, match="disk full"):
         write_rows(tmp_path / "results.csv", ["frame"], [["1"]])
     assert not list(tmp_path.iterdir())  # no .results.csv.tmp left
@@ -289,7 +290,7 @@ def test_write_failures_are_output_errors_and_leave_no_temp_files(tmp_path, monk
 
 
 def test_a_batch_csv_of_ones_own_is_not_a_batch(tmp_path, capsys):
-    from emoreel.batch import batch_videos, is_batch_root
+    from emoreel.batch.runner import batch_videos, is_batch_root
     from emoreel.errors import DataError
 
     mine = tmp_path / "mine"
@@ -308,7 +309,7 @@ def test_a_batch_csv_of_ones_own_is_not_a_batch(tmp_path, capsys):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_batch_ends_with_128_plus_the_signal(tmp_path, monkeypatch, sig):
-    from emoreel import batch as batch_mod
+    from emoreel.batch import runner as batch_mod
     from emoreel._cli import Terminated
 
     def stopped(*a, **k):
@@ -322,7 +323,7 @@ def test_runs_compare_by_the_options_that_act():
     """Resume and batch skip compare run.json params: a run recorded before --views existed used the
     mirror; the views do not matter without TTA; photo_threshold and threads never change a video's
     results; any other option missing from one side differs."""
-    from emoreel.stitch import differing_params
+    from emoreel.analysis.resume import differing_params
 
     new = AnalyzeOptions().to_dict()
     old = {k: v for k, v in new.items() if k not in ("views", "photo_threshold")}

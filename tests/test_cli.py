@@ -15,12 +15,12 @@ from test_extract import cli, controlled  # noqa: F401  (fixture)
 from test_report import results_with_tracks
 
 import emoreel
-from emoreel import detect
 from emoreel.cli import build_parser, main
-from emoreel.emotion import read_card, resolve_model, sha256_file, shipped_models_dir
 from emoreel.errors import InputError, ModelError
-from emoreel.extract import best_per_track, find_runs, select, Selection
+from emoreel.faces import detect
+from emoreel.model.emotion import read_card, resolve_model, sha256_file, shipped_models_dir
 from emoreel.names import resolve_name
+from emoreel.outputs.extract import best_per_track, find_runs, select, Selection
 from emoreel.results import load_results
 
 

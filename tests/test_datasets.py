@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from emoreel.datasets import canonical_class, load_dataset, load_fer_csv, load_image_folder
 from emoreel.errors import DataError
+from emoreel.model.datasets import canonical_class, load_dataset, load_fer_csv, load_image_folder
 from emoreel.types import EMOTIONS
 
 SHARED_ZIP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fer2013-train-val.zip"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emoreel.decode import confidence_threshold, decode_results, flicker, viterbi
 from emoreel.errors import InputError
+from emoreel.model.smooth import EmotionSmoother
+from emoreel.outputs.decode import confidence_threshold, decode_results, flicker, viterbi
 from emoreel.results import ResultsWriter, load_results
-from emoreel.smooth import EmotionSmoother
 from emoreel.types import EMOTIONS, Observation
 
 HAPPY, SAD, NEUTRAL = EMOTIONS.index("happy"), EMOTIONS.index("sad"), EMOTIONS.index("neutral")

@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from emoreel.detect import DETECTORS, FaceDetector, centerface_model_path, create_detector, nms
 from emoreel.errors import InputError, ModelError
-from emoreel.sample import astronaut, make_example_video
+from emoreel.faces.detect import DETECTORS, FaceDetector, centerface_model_path, create_detector, nms
+from emoreel.media.sample import astronaut, make_example_video
 from emoreel.types import Faces
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -239,7 +239,7 @@ def test_centerface_on_the_shared_clip():
 def _windows_match_whole_frame(det, frames, max_share: float = 1.0) -> int:
     """Windows around the whole-frame faces find the same faces (box, eyes, score) wherever the windows cost
     at most ``max_share`` of the whole frame (as the fast default uses them); returns the frames checked."""
-    from emoreel.track import iou_matrix
+    from emoreel.faces.track import iou_matrix
 
     checked = found = total = extra = 0
     box_err, eye_err, score_err = [], [], []
@@ -270,7 +270,7 @@ def _windows_match_whole_frame(det, frames, max_share: float = 1.0) -> int:
 
 def test_windows_around_faces_find_what_the_whole_frame_finds(tmp_path):
     """The fast default detects between keyframes only around known faces: it must see them as a whole-frame run does."""
-    from emoreel.video import open_source
+    from emoreel.media.video import open_source
 
     det = create_detector("centerface", max_side=320, min_face=40)
     with open_source(make_example_video(tmp_path / "example.mp4")) as src:

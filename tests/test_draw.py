@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from emoreel.draw import EMOTION_BGR, LEGEND, REJECTED_BGR, UNSURE_BGR, draw_frame, face_colour, face_label
+from emoreel.outputs.draw import EMOTION_BGR, LEGEND, REJECTED_BGR, UNSURE_BGR, draw_frame, face_colour, face_label
 from emoreel.types import EMOTIONS, Observation
 
 

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 
 import emoreel
-from emoreel.emotion import EmotionModel
-from emoreel.sample import astronaut
+from emoreel.media.sample import astronaut
+from emoreel.model.emotion import EmotionModel
 
 
 def test_a_smile_in_the_dark_is_still_a_smile(tmp_path):
@@ -30,7 +30,7 @@ def test_shipped_card_normalises_each_face():
 
 def _mouth_covered(img):
     """The photo with a grey bar over the face's mouth: a face the model is unsure of."""
-    from emoreel.detect import create_detector
+    from emoreel.faces.detect import create_detector
 
     img = img.copy()
     lm = create_detector("centerface").detect(img).landmarks[0]
@@ -42,8 +42,8 @@ def _mouth_covered(img):
 def _faces(n=12, seed=0):
     """Aligned 48 px faces: the astronaut's, half of them with the mouth covered, turned, shifted, zoomed
     and dimmed a little (real pixels, sure and unsure answers)."""
-    from emoreel.align import align_faces
-    from emoreel.detect import create_detector
+    from emoreel.faces.align import align_faces
+    from emoreel.faces.detect import create_detector
 
     spec, det = EmotionModel().spec, create_detector("centerface")
     base = [align_faces(img, det.detect(img), spec)[0][0] for img in (astronaut(), _mouth_covered(astronaut()))]
@@ -60,7 +60,7 @@ def _faces(n=12, seed=0):
 def test_view_sets_average_their_views():
     """'mirror' is the old tta=True; a view set is the mean of its views, each a real change of the face;
     'jitter' adds its zoomed views exactly where the mirror's top-2 margin is under JITTER_MARGIN."""
-    from emoreel.emotion import JITTER_MARGIN, VIEWS, View
+    from emoreel.model.emotion import JITTER_MARGIN, VIEWS, View
 
     m, crops = EmotionModel(), _faces()
     np.testing.assert_allclose(m.predict(crops, "mirror"), m.predict(crops, tta=True), atol=1e-6)
@@ -92,13 +92,13 @@ def test_analyze_uses_the_chosen_views(tmp_path, monkeypatch):
     sets give different answers."""
     import json
 
-    from emoreel.align import align_faces
+    from emoreel.faces.align import align_faces
     from emoreel.config import AnalyzeOptions
-    from emoreel.pipeline import Analyzer
+    from emoreel.analysis.analyzer import Analyzer
     from emoreel.types import Frame
-    from emoreel.video import open_source
+    from emoreel.media.video import open_source
 
-    monkeypatch.setattr("emoreel.emotion.JITTER_MARGIN", 1.01)
+    monkeypatch.setattr("emoreel.model.emotion.JITTER_MARGIN", 1.01)
     img = _mouth_covered(astronaut())
     photos = tmp_path / "photos"
     photos.mkdir()

@@ -15,12 +15,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import emoreel.evaluate as ev
+import emoreel.model.evaluate as ev
 from emoreel.cli import main
-from emoreel.datasets import LabelledFaces
-from emoreel.emotion import EmotionModel, read_card, sha256_file, write_card
 from emoreel.errors import ModelError, OutputError
-from emoreel.evaluate import EvalResult, evaluate, write_card_metrics
+from emoreel.model.datasets import LabelledFaces
+from emoreel.model.emotion import EmotionModel, read_card, sha256_file, write_card
+from emoreel.model.evaluate import EvalResult, evaluate, write_card_metrics
 from emoreel.types import EMOTIONS
 
 SHARED_ZIP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fer2013-train-val.zip"
@@ -234,7 +234,7 @@ def test_cli_evaluate_missing_model_file(tmp_path, capsys):
 
 
 def _shipped_card():
-    from emoreel.emotion import default_model_path
+    from emoreel.model.emotion import default_model_path
 
     try:
         return read_card(default_model_path())

@@ -15,10 +15,10 @@ import pytest
 from helpers import level, numbered_video
 
 from emoreel.cli import main
-from emoreel.encode import SoundTrack, ffmpeg_exe
+from emoreel.media.encode import SoundTrack, ffmpeg_exe
+from emoreel.media.video import open_source, read_frames
 from emoreel.results import ResultsWriter, load_results
 from emoreel.types import EMOTIONS, Observation
-from emoreel.video import open_source, read_frames
 
 FPS = Fraction(30)
 N = 60
@@ -82,7 +82,7 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def test_selection_filters(controlled):
-    from emoreel.extract import Selection, select
+    from emoreel.outputs.extract import Selection, select
 
     res = load_results(controlled[0])
     assert select(res, Selection("happy", online=True)).sum() == 21
@@ -99,7 +99,7 @@ def test_selection_filters(controlled):
 def test_runs_break_on_other_emotions_and_bridge_tracker_gaps(tmp_path):
     """every=2 and track_max_missed=3: a track may skip one processed frame (gap 4), not two (gap 6);
     a frame seen with another emotion always ends a run; rejected frames are like missed ones."""
-    from emoreel.extract import Selection, continuity_gap, find_runs, select
+    from emoreel.outputs.extract import Selection, continuity_gap, find_runs, select
 
     video = numbered_video(tmp_path / "v.mp4", n=N, fps=FPS)
     skip1, skip2, other, rejected = {10}, {30, 32}, 44, {50}
@@ -137,7 +137,7 @@ def test_raw_selection_names_the_raw_emotion(tmp_path, capsys):
 
 
 def test_segments_pad_and_merge_across_tracks():
-    from emoreel.extract import Run, segments
+    from emoreel.outputs.extract import Run, segments
 
     r = lambda t, a, b: Run(t, "", "happy", np.array([0]), a, b, a / 30, (b + 1) / 30)  # noqa: E731
     segs = segments([r(1, 10, 20), r(2, 30, 40), r(1, 100, 110)], 30.0, 200, pad_s=0.0, merge_gap_s=0.5)
@@ -150,7 +150,7 @@ def test_segments_pad_and_merge_across_tracks():
 def test_segments_never_cross_a_recorded_cut(tmp_path, capsys):
     """A cut at frame 30 (recorded by analyze in run.json): padding stops there and the runs on
     either side (within --merge-gap) stay separate clips; without "cuts" (older results) they merge."""
-    from emoreel.extract import Run, segments
+    from emoreel.outputs.extract import Run, segments
 
     video = numbered_video(tmp_path / "v.mp4", n=N, fps=FPS)
     # around the happy frames the faces are unsure (not another emotion, which would stop the padding by itself)
@@ -194,7 +194,7 @@ def test_padding_never_reaches_into_another_emotion_of_the_same_face(tmp_path, c
 def test_min_share_stops_a_merge_that_is_mostly_another_emotion():
     """Two short happy runs 1 s apart: merged they would be 25% happy; with --min-share 0.6 they stay
     two clips whose paddings meet halfway; runs close together still merge."""
-    from emoreel.extract import Run, segments
+    from emoreel.outputs.extract import Run, segments
 
     r = lambda t, a, b: Run(t, "", "happy", np.array([0]), a, b, a / 30, (b + 1) / 30)  # noqa: E731
     runs = [r(1, 30, 39), r(1, 70, 79)]  # 20 happy frames of 50
@@ -209,7 +209,7 @@ def test_min_share_stops_a_merge_that_is_mostly_another_emotion():
 def test_captions_name_everyone_on_screen(tmp_path, capsys):
     """A happy clip of anna while ben and an unnamed track are also in the frames: segments.csv and
     the caption say who else is on screen."""
-    from emoreel.extract import Selection, fill_on_screen, find_runs, recorded_cuts, segments, select
+    from emoreel.outputs.extract import Selection, fill_on_screen, find_runs, recorded_cuts, segments, select
 
     video = numbered_video(tmp_path / "v.mp4", n=N, fps=FPS)
     frames = {f: [obs(f, 1, "happy" if 20 <= f < 40 else "neutral", "anna"),
@@ -447,18 +447,18 @@ def test_bad_results_folders(controlled, tmp_path, capsys):
 
 
 def test_live_without_a_window_says_what_to_do(capsys, monkeypatch):
-    import emoreel.extract
+    import emoreel.outputs.extract
 
-    monkeypatch.setattr(emoreel.extract, "gui_available", lambda: (False, "no display (DISPLAY is not set)"))
+    monkeypatch.setattr(emoreel.outputs.extract, "gui_available", lambda: (False, "no display (DISPLAY is not set)"))
     code, _, err = cli(capsys, "live", "--camera", "0")
     assert code != 0 and len(err.splitlines()) == 1
     assert "no display" in err and "emoreel analyze --camera 0 -o OUT --record" in err and "annotate" in err
 
 
 def test_live_missing_camera(capsys, monkeypatch):
-    import emoreel.extract
+    import emoreel.outputs.extract
 
-    monkeypatch.setattr(emoreel.extract, "gui_available", lambda: (True, ""))
+    monkeypatch.setattr(emoreel.outputs.extract, "gui_available", lambda: (True, ""))
     code, _, err = cli(capsys, "live", "--camera", "9")
     assert code != 0 and "camera 9 is not available" in err.splitlines()[-1]
 
@@ -468,7 +468,7 @@ def test_live_missing_camera(capsys, monkeypatch):
 
 @pytest.fixture(scope="module")
 def analyzed(tmp_path_factory) -> tuple[Path, Path]:
-    from emoreel.sample import make_example_video
+    from emoreel.media.sample import make_example_video
 
     d = tmp_path_factory.mktemp("e2e")
     video = make_example_video(d / "ex.mp4", frames=60)
@@ -483,7 +483,7 @@ def nearest_source_frame(img: np.ndarray, source: dict[int, np.ndarray], around:
 
 
 def test_end_to_end_after_real_analyze(analyzed, tmp_path, capsys):
-    from emoreel.extract import Selection, find_runs, select
+    from emoreel.outputs.extract import Selection, find_runs, select
 
     res_dir, video = analyzed
     res = load_results(res_dir)
@@ -521,8 +521,8 @@ def test_end_to_end_after_real_analyze(analyzed, tmp_path, capsys):
 
 def test_annotate_and_live_frames_after_real_analyze(analyzed, tmp_path, capsys):
     from emoreel.config import AnalyzeOptions
-    from emoreel.extract import live_frames
-    from emoreel.pipeline import Analyzer
+    from emoreel.outputs.extract import live_frames
+    from emoreel.analysis.analyzer import Analyzer
 
     res_dir, video = analyzed
     out = tmp_path / "ann.mp4"
@@ -597,7 +597,7 @@ def test_sound_track_finds_where_frame_zero_plays(sounded):
 
 @pytest.mark.parametrize("inputs", [64, 1], ids=["one-ffmpeg-run", "many-segments-via-wav"])
 def test_clips_and_reel_carry_the_sound_of_their_frames(sounded, tmp_path, capsys, monkeypatch, inputs):
-    monkeypatch.setattr("emoreel.encode.MAX_SOUND_INPUTS", inputs)
+    monkeypatch.setattr("emoreel.media.encode.MAX_SOUND_INPUTS", inputs)
     res_dir, _ = sounded
     reel = tmp_path / "reel.mp4"
     code, out, err = cli(capsys, "extract", res_dir, "--emotion", "happy", "--person", "anna", "-o", tmp_path / "x",
@@ -652,7 +652,7 @@ def test_silent_source(controlled, tmp_path, capsys):
 
 
 def test_without_ffmpeg_clips_are_still_written(controlled, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("emoreel.encode.ffmpeg_exe", lambda: None)
+    monkeypatch.setattr("emoreel.media.encode.ffmpeg_exe", lambda: None)
     res_dir, _ = controlled
     code, out, _ = cli(capsys, "extract", res_dir, "--emotion", "happy", "--person", "anna", "-o", tmp_path / "x",
                        "--no-crops", "--clips", "--pad", "0", "--merge-gap", "0", "-q")  # fmt: skip
@@ -706,7 +706,7 @@ def vfr(tmp_path) -> tuple[Path, Path]:
 
 @pytest.mark.parametrize("inputs", [64, 1], ids=["one-ffmpeg-run", "many-segments-via-wav"])
 def test_variable_frame_rate_clips_are_cut_by_presentation_time(vfr, tmp_path, capsys, monkeypatch, inputs):
-    monkeypatch.setattr("emoreel.encode.MAX_SOUND_INPUTS", inputs)
+    monkeypatch.setattr("emoreel.media.encode.MAX_SOUND_INPUTS", inputs)
     res_dir, _ = vfr
     reel = tmp_path / "reel.mp4"
     code, out, err = cli(capsys, "extract", res_dir, "--emotion", "happy", "-o", tmp_path / "x", "--no-crops", "--clips",
@@ -736,7 +736,7 @@ def test_variable_frame_rate_clips_are_cut_by_presentation_time(vfr, tmp_path, c
 
 
 def test_timeline_holds_frames_over_holes_and_leaves_constant_rates_alone():
-    from emoreel.encode import Timeline
+    from emoreel.media.encode import Timeline
 
     cfr = Timeline(Fraction(30000, 1001))
     assert cfr.copies(5, 9) == [1] * 5 and cfr.frames_out(5, 9) == 5

@@ -13,13 +13,15 @@ import numpy as np
 import pytest
 
 from emoreel import runtime
-from emoreel.agreement import compare
+from emoreel.analysis.analyzer import Analyzer
+from emoreel.analysis.run import analyze_to_dir
+from emoreel.analysis.run import analyze as emoreel_analyze
+from emoreel.analysis.schedule import WorkSchedule, predict_selective
 from emoreel.config import AnalyzeOptions
-from emoreel.emotion import EmotionModel
-from emoreel.pipeline import Analyzer, analyze_to_dir
-from emoreel.pipeline import analyze as emoreel_analyze
-from emoreel.sample import make_example_video
-from emoreel.schedule import WorkSchedule, predict_selective
+from emoreel.media.sample import make_example_video
+from emoreel.model import choice
+from emoreel.model.emotion import EmotionModel
+from emoreel.outputs.agreement import compare
 
 CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "video" / "short_hamilton_clip.mp4"
 TARGET = 0.97  # issue 17: agreement with --exact on each measure
@@ -150,22 +152,22 @@ def test_int8_or_float_is_measured_once_and_cached(tmp_path, monkeypatch):
         calls.append(path.name)
         return 1.0 if "int8" in path.name else 0.5  # float twice as fast: chosen
 
-    monkeypatch.setattr(runtime, "_time_model", fake)
-    assert runtime.choose_default_model().name == runtime.FLOAT_MODEL
-    assert runtime.choose_default_model().name == runtime.FLOAT_MODEL
-    assert sorted(calls) == sorted([runtime.INT8_MODEL, runtime.FLOAT_MODEL])  # timed once
+    monkeypatch.setattr(choice, "_time_model", fake)
+    assert choice.choose_default_model().name == choice.FLOAT_MODEL
+    assert choice.choose_default_model().name == choice.FLOAT_MODEL
+    assert sorted(calls) == sorted([choice.INT8_MODEL, choice.FLOAT_MODEL])  # timed once
     cached = json.loads((tmp_path / "model-choice.json").read_text())
     (key,) = cached
-    assert runtime.cpu_model() in key and cached[key]["model"] == runtime.FLOAT_MODEL
+    assert runtime.cpu_model() in key and cached[key]["model"] == choice.FLOAT_MODEL
     monkeypatch.setenv("EMOREEL_CACHE", str(tmp_path / "other"))
-    monkeypatch.setattr(runtime, "_time_model", lambda path, **kw: 1.0)  # a tie: int8 stays
-    assert runtime.choose_default_model().name == runtime.INT8_MODEL
+    monkeypatch.setattr(choice, "_time_model", lambda path, **kw: 1.0)  # a tie: int8 stays
+    assert choice.choose_default_model().name == choice.INT8_MODEL
 
 
 def test_frame_by_frame_processing_uses_windows_too(example):
     """`emoreel live` hands frames one at a time to Analyzer.process: between keyframes it detects in windows
     around the tracks, and finds the faces the grouped (file) path finds."""
-    from emoreel.video import open_source
+    from emoreel.media.video import open_source
 
     opts = {"threads": 1, "det_max_side": 640}  # detection at full size: windows pay off on this small video
     a = Analyzer(AnalyzeOptions(**opts))

@@ -21,11 +21,11 @@ import pytest
 
 from emoreel.cli import main
 from emoreel.config import AnalyzeOptions
-from emoreel.encode import ffmpeg_exe
 from emoreel.errors import DataError, InputError
+from emoreel.media.encode import ffmpeg_exe
+from emoreel.media.sample import make_example_video
+from emoreel.media.video import open_source, read_frames
 from emoreel.results import (RESULTS_CSV, RUN_JSON, OutputLock, csv_safe, csv_unsafe, load_results)  # fmt: skip
-from emoreel.sample import make_example_video
-from emoreel.video import open_source, read_frames
 
 FF = ffmpeg_exe()
 needs_ffmpeg = pytest.mark.skipif(FF is None, reason="needs ffmpeg (imageio-ffmpeg)")
@@ -141,7 +141,7 @@ def tiff_header_only(path: Path, w: int, h: int, endian: str = "<") -> None:
 
 
 def test_huge_tiff_is_refused_from_its_header(tmp_path):
-    from emoreel.video import ImageTooLarge, image_size, imread
+    from emoreel.media.images import ImageTooLarge, image_size, imread
 
     for endian in "<>":
         p = tmp_path / f"huge{endian == '>'}.tif"
@@ -155,7 +155,7 @@ def test_huge_tiff_is_refused_from_its_header(tmp_path):
 
 
 def test_detection_size_is_capped():
-    from emoreel.detect import MAX_WORKING_SIDE, create_detector
+    from emoreel.faces.detect import MAX_WORKING_SIDE, create_detector
 
     det = create_detector("haar", max_side=0, min_face=40)
     assert 20000 * det.working_scale(20000, 20000) <= MAX_WORKING_SIDE
@@ -318,7 +318,7 @@ def test_wrong_types_in_run_json_are_one_line(capsys, analyzed, tmp_path, edit, 
 
 
 def test_report_escapes_what_it_shows(analyzed, tmp_path):
-    from emoreel.report import write_report
+    from emoreel.outputs.report import write_report
 
     res = load_results(analyzed)
     res.meta["input"]["width"] = "<script>alert(1)</script>"
@@ -368,7 +368,7 @@ def test_sigterm_and_sighup_end_like_ctrl_c(tmp_path, sig):
 
 
 def test_readers_trust_the_rows_over_a_stale_count(analyzed, tmp_path):
-    from emoreel.report import _frames_processed
+    from emoreel.outputs.report import _frames_processed
 
     out = copy_results(analyzed, tmp_path / "o")
     _edit_meta(out, frames_processed=0, complete=False)
@@ -409,9 +409,9 @@ def test_start_beyond_the_end(capsys, clip, tmp_path):
 
 
 def test_existing_results_are_refused_before_models_load(capsys, analyzed, clip, monkeypatch):
-    import emoreel.pipeline
+    import emoreel.analysis.run
 
-    monkeypatch.setattr(emoreel.pipeline, "Analyzer", None)  # would fail if reached
+    monkeypatch.setattr(emoreel.analysis.run, "Analyzer", None)  # would fail if reached
     code, err = cli(capsys, "analyze", clip, "-o", analyzed)
     assert code == 2 and "already holds results" in one_line(err)
 

@@ -14,8 +14,9 @@ import pytest
 pytest.importorskip("dlib")
 
 from emoreel.errors import DataError, InputError  # noqa: E402
-from emoreel.identify import UNKNOWN, Embedder, Gallery, Identifier  # noqa: E402
-from emoreel.sample import astronaut  # noqa: E402
+from emoreel.faces.gallery import Embedder, Gallery  # noqa: E402
+from emoreel.faces.identify import UNKNOWN, Identifier  # noqa: E402
+from emoreel.media.sample import astronaut  # noqa: E402
 from emoreel.types import Faces  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -102,7 +103,7 @@ def test_unwritable_cache_only_warns(tmp_path, embedder, caplog):
     g = tmp_path / "g"
     write(g / "a.jpg", astronaut())
     (tmp_path / "afile").write_text("")  # a cache dir below a file cannot be created, even by root
-    with caplog.at_level(logging.WARNING, logger="emoreel.identify"):
+    with caplog.at_level(logging.WARNING, logger="emoreel.faces.gallery"):
         gal = Gallery.load(g, embedder, cache_dir=tmp_path / "afile" / "cache")
     assert gal.people == ["a"]
     assert any("cannot write gallery cache" in r.getMessage() for r in caplog.records)
@@ -300,7 +301,7 @@ def test_reidentification_bridges_short_gaps_only():
 def run_clip(video: Path, people: Path, out: Path) -> dict[str, np.ndarray]:
     """results.csv columns of the full pipeline with known people (the one place to change how it is run)."""
     from emoreel.config import AnalyzeOptions
-    from emoreel.pipeline import analyze_to_dir
+    from emoreel.analysis.run import analyze_to_dir
     from emoreel.results import load_results
 
     analyze_to_dir(video, out, AnalyzeOptions(known_faces=str(people)))
@@ -338,9 +339,9 @@ def test_real_clip_names_singer_and_pianist(tmp_path, monkeypatch):
 
 def test_only_known_skips_emotion_for_unknown_faces(tmp_path, monkeypatch):
     from emoreel.config import AnalyzeOptions
-    from emoreel.pipeline import analyze_to_dir
+    from emoreel.analysis.run import analyze_to_dir
     from emoreel.results import load_results
-    from emoreel.sample import make_example_video
+    from emoreel.media.sample import make_example_video
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     write(tmp_path / "people" / "collins.jpg", astronaut())
@@ -363,7 +364,7 @@ def test_only_known_skips_emotion_for_unknown_faces(tmp_path, monkeypatch):
 
 def test_tracks_never_embedded_are_unidentified_not_unknown():
     """Too small for min_face the whole time: `unidentified` (never tried), unlike `unknown` (tried, no match)."""
-    from emoreel.identify import UNIDENTIFIED
+    from emoreel.faces.identify import UNIDENTIFIED
 
     stub = StubEmbedder({100: unit(0), 300: towards(unit(1), unit(5), 0.7)})
     ident = Identifier(GALLERY, tolerance=0.6, every=5, min_face=60, embedder=stub)

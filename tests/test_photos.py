@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 
 import emoreel
+from emoreel.analysis.evaluate_photos import evaluate_photos, is_photo_folder
+from emoreel.analysis.run import analyze_to_dir
 from emoreel.cli import main
 from emoreel.config import AnalyzeOptions
-from emoreel.detect import CenterFaceDetector
-from emoreel.evaluate import evaluate_photos, is_photo_folder
-from emoreel.pipeline import analyze_to_dir
-from emoreel.report import render
+from emoreel.faces.detect import CenterFaceDetector
+from emoreel.media.sample import astronaut
+from emoreel.outputs.report import render
 from emoreel.results import COLUMNS, load_results
-from emoreel.sample import astronaut
 
 
 def side_by_side() -> np.ndarray:
@@ -117,7 +117,7 @@ def test_run_json_lists_every_image_size_and_the_skipped_one(analyzed):
 
 
 def test_video_rows_name_the_video(tmp_path):
-    from emoreel.sample import make_example_video
+    from emoreel.media.sample import make_example_video
 
     video = make_example_video(tmp_path / "clip.mp4", frames=3)
     analyze_to_dir(video, tmp_path / "o", AnalyzeOptions(threads=1))
@@ -266,8 +266,8 @@ def test_identity_never_links_faces_of_different_images(tmp_path):
 def _face_crop(k: float = 0.78, size: int = 192):
     """The astronaut's face cropped so tight (``k`` x its box, centred) that it fills the photo: the
     detector finds it scoring 0.44, under its 0.5 threshold (a face crop lacks the context it expects)."""
-    from emoreel.detect import create_detector
-    from emoreel.sample import astronaut
+    from emoreel.faces.detect import create_detector
+    from emoreel.media.sample import astronaut
 
     img = astronaut()
     b = create_detector("centerface", max_side=0).detect(img).boxes[0]
@@ -280,7 +280,7 @@ def test_a_photo_that_is_all_face_gets_a_second_look(tmp_path):
     """A tight face crop scores under the detector's threshold; photos get a second look down to
     --photo-threshold for one large face, which is then gated and classified like any other. A photo
     with no face (or only a small, weak one) gets nothing, and --photo-threshold 0.5 turns it off."""
-    from emoreel.detect import create_detector
+    from emoreel.faces.detect import create_detector
 
     crop = _face_crop()
     score = create_detector("centerface", max_side=0).detect_at(crop, 0.05).scores
@@ -301,7 +301,7 @@ def test_a_photo_that_is_all_face_gets_a_second_look(tmp_path):
 
 def test_the_second_look_never_adds_a_face_already_found(tmp_path):
     """A face found and rejected by the gate (here: --max-yaw 1) is not found again as a weaker box."""
-    from emoreel.sample import astronaut
+    from emoreel.media.sample import astronaut
 
     photos = tmp_path / "photos"
     photos.mkdir()

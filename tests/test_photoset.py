@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from emoreel.cli import main
-from emoreel.datasets import load_pack
-from emoreel.photoset import DEV_SHARE, LabelledPhoto, PhotoSet, person_split
-from emoreel.sample import astronaut
+from emoreel.model.datasets import load_pack
+from emoreel.model.photoset import DEV_SHARE, LabelledPhoto, PhotoSet, person_split
+from emoreel.media.sample import astronaut
 
 WEBFACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "webfaces.zip"
 

@@ -13,12 +13,12 @@ import cv2
 import numpy as np
 import pytest
 
-from emoreel.align import estimate_yaw
+from emoreel.analysis.analyzer import Analyzer
 from emoreel.config import AnalyzeOptions
-from emoreel.pipeline import Analyzer
-from emoreel.sample import astronaut
+from emoreel.faces.align import estimate_yaw
+from emoreel.media.sample import astronaut
+from emoreel.media.video import read_frames
 from emoreel.types import Frame
-from emoreel.video import read_frames
 
 CLIP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "video" / "short_hamilton_clip.mp4"
 # (label, box centre at frame 240) by eye: the laughing man, the laughing woman, the man and the woman smiling

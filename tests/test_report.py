@@ -15,7 +15,7 @@ import pytest
 
 from emoreel.cli import main
 from emoreel.errors import InputError
-from emoreel.report import render, tc, write_report
+from emoreel.outputs.report import render, tc, write_report
 from emoreel.results import COLUMNS, RESULTS_CSV, RUN_JSON, SCHEMA, ResultsWriter, load_results
 from emoreel.types import EMOTIONS, Observation
 
@@ -36,7 +36,7 @@ def results_with_tracks(tmp_path: Path, n_frames: int = 90, fps: float = 30000 /
     shows one emotion per third of the clip (3 gallery shots each). Track 98 is on screen the
     whole clip but never frontal and track 99 is a 5-frame blip: both pooled into "other faces".
     """
-    from emoreel.sample import make_example_video
+    from emoreel.media.sample import make_example_video
 
     video = make_example_video(tmp_path / "v.mp4", frames=n_frames)
     out = tmp_path / "res"
@@ -260,7 +260,7 @@ def test_chromium_shows_cards_timelines_gallery_and_moves_the_marker(tmp_path):
 
 
 def test_cli_defaults_are_the_library_defaults():
-    from emoreel import report
+    from emoreel.outputs import report
     from emoreel._cli import report as cli
 
     assert (cli.MAX_CARDS, cli.MIN_TRACK_S, cli.TIMELINE_BINS) == (report.MAX_CARDS, report.MIN_TRACK_S, report.TIMELINE_BINS)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from emoreel.smooth import EMA, EmotionSmoother, Repeater
+from emoreel.model.smooth import EMA, EmotionSmoother, Repeater
 
 CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
@@ -101,7 +101,7 @@ def test_a_label_never_outlives_its_evidence():
     """The shown label abstains on the first frame its smoothed probability is under --min-prob (issue: "happy
     0.05" drawn on an angry face), comes back only after `repeat` sure frames, and a face hovering at the
     threshold stays unsure instead of blinking."""
-    from emoreel.smooth import EmotionSmoother
+    from emoreel.model.smooth import EmotionSmoother
 
     classes = ("happy", "sad", "neutral")
 

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from emoreel.track import Tracker, linear_assignment
+from emoreel.faces.track import Tracker, linear_assignment
 from emoreel.types import Faces
 
 

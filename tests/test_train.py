@@ -15,18 +15,15 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from emoreel.cli import main  # noqa: E402
-from emoreel.datasets import LabelledFaces  # noqa: E402
-from emoreel.emotion import EmotionModel, Standardize, read_card, sha256_file  # noqa: E402
 from emoreel.errors import ModelError  # noqa: E402
-from emoreel.evaluate import evaluate  # noqa: E402
-from emoreel.train import (  # noqa: E402
-    TrainConfig,
-    data_from_command,
-    export_onnx,
-    load_checkpoint,
-    normalise,
-    train,
-)
+from emoreel.model.datasets import LabelledFaces  # noqa: E402
+from emoreel.model.emotion import EmotionModel, Standardize, read_card, sha256_file  # noqa: E402
+from emoreel.model.evaluate import evaluate  # noqa: E402
+from emoreel.model.training.architectures import normalise  # noqa: E402
+from emoreel.model.training.checkpoints import load_checkpoint  # noqa: E402
+from emoreel.model.training.config import TrainConfig, data_from_command  # noqa: E402
+from emoreel.model.training.export import export_onnx  # noqa: E402
+from emoreel.model.training.loop import train  # noqa: E402
 from emoreel.types import EMOTIONS  # noqa: E402
 
 
@@ -219,7 +216,7 @@ def test_cli_export_int8_copy_agrees_with_the_float_model(trained, tmp_path, cap
 
 
 def test_shipped_models_resolve_by_name():
-    from emoreel.emotion import default_model_path, resolve_model
+    from emoreel.model.emotion import default_model_path, resolve_model
 
     assert resolve_model(None) == default_model_path() and default_model_path().name == "emoreel-fer-int8.onnx"
     assert resolve_model("emoreel-fer") == default_model_path().with_name("emoreel-fer.onnx")
@@ -320,7 +317,7 @@ def test_reexport_of_an_onnx_model_keeps_its_weights_and_adds_standardize(traine
     src_int8 = tmp_path / "src-int8.onnx"
     assert main(["export", str(out / "best.pt"), "-o", str(src), "--data", str(ds), "--int8", str(src_int8)]) == 0
     capsys.readouterr()
-    monkeypatch.setattr("emoreel.train.torch", None)  # the re-export path must not touch torch
+    monkeypatch.setattr("emoreel.model.training.export.torch", None)  # the re-export path must not touch torch
     argv = ["export", str(src), "-o", str(dst), "--standardize", "--data", str(ds), "--int8", str(q)]
     monkeypatch.setattr(sys, "argv", ["emoreel", *argv])
     assert main(argv) == 0
@@ -366,7 +363,8 @@ def test_robust_training_options_run_and_resume_with_their_rng(tmp_path):
 def test_init_from_an_exported_onnx_rebuilds_the_network_exactly(trained, tmp_path):
     """An exported model (BatchNorm folded away) is a valid --init: eval-mode logits equal the ONNX logits,
     and training-mode BatchNorm statistics match the data (the first step does not wreck the network)."""
-    from emoreel.train import build_model, init_from_onnx
+    from emoreel.model.training.architectures import build_model
+    from emoreel.model.training.checkpoints import init_from_onnx
 
     out, _ = trained
     onnx_path = export_onnx(out / "best.pt", tmp_path / "m.onnx")
@@ -407,7 +405,7 @@ def test_temperature_is_fitted_and_applied_by_the_runtime(trained, tmp_path, cap
 
 
 def test_fit_temperature_recovers_an_overconfident_models_temperature():
-    from emoreel.emotion import fit_temperature
+    from emoreel.model.emotion import fit_temperature
 
     rng = np.random.default_rng(0)
     n = 4000
@@ -422,7 +420,7 @@ def test_fit_temperature_recovers_an_overconfident_models_temperature():
 
 
 def test_degraded_copy_is_reproducible_and_degrades_every_face():
-    from emoreel.degrade import Degrade, degraded_copy
+    from emoreel.model.degrade import Degrade, degraded_copy
 
     x = synthetic(5).images
     a, b = degraded_copy(x, seed=0), degraded_copy(x, seed=0)
@@ -472,7 +470,7 @@ def test_vgg_recipe_on_crops_with_compact_checkpoints_exports_and_ten_crops(tmp_
 
 
 def test_face_pack_round_trip_and_train_reads_it(tmp_path, capsys):
-    from emoreel.datasets import load_dataset
+    from emoreel.model.datasets import load_dataset
 
     root = write_folder(tmp_path / "ds", synthetic(4), "train")
     write_folder(root, synthetic(2, seed=1), "val")
@@ -507,7 +505,7 @@ def test_cli_resume_takes_the_network_from_the_checkpoint(tmp_path, capsys, monk
 def test_distillation_passes_the_teachers_knowledge_on(trained, tmp_path):
     """A student trained on scrambled labels with the distillation loss alone still learns the classes:
     everything it knows came from the teacher (an exported model, run as analyze runs it)."""
-    from emoreel.train import teacher_targets
+    from emoreel.model.training.loop import teacher_targets
 
     out, res = trained
     teacher = export_onnx(out / "best.pt", tmp_path / "teacher.onnx")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from emoreel.errors import InputError, VideoOpenFailure
-from emoreel.video import VideoWriter, exact_fps, open_source, read_frames
+from emoreel.media.video import VideoWriter, exact_fps, open_source, read_frames
 
 from helpers import level, numbered_video
 

@@ -2,7 +2,7 @@
 
 The shipped emotion model of 2026-12-02 is ``alpha`` x (the mean of the fine-tunes' best and last
 checkpoints: one run or several, a "model soup") + (1 - alpha) x the network they were fine-tuned from (an exported ONNX; its BatchNorm
-rebuilt from training statistics by ``emoreel.train.init_from_onnx``). Fine-tuning for real-video
+rebuilt from training statistics by ``emoreel.model.training.checkpoints.init_from_onnx``). Fine-tuning for real-video
 conditions moved the weights within one basin, so the interpolation keeps most of the robustness and
 recovers the clean accuracy (docs/model.md, "Round 3"). Writes a checkpoint ``emoreel export`` takes.
 
@@ -21,9 +21,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from emoreel.datasets import load_dataset  # noqa: E402
-from emoreel.emotion import sha256_file  # noqa: E402
-from emoreel.train import build_model, init_from_onnx, load_checkpoint  # noqa: E402
+from emoreel.model.datasets import load_dataset  # noqa: E402
+from emoreel.model.emotion import sha256_file  # noqa: E402
+from emoreel.model.training.architectures import build_model  # noqa: E402
+from emoreel.model.training.checkpoints import init_from_onnx, load_checkpoint  # noqa: E402
 
 
 def main() -> int:

@@ -14,9 +14,9 @@ Names are imported lazily so ``import emoreel`` stays cheap.
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "analyze": "pipeline",
-    "analyze_to_dir": "pipeline",
-    "Analyzer": "pipeline",
+    "analyze": "analysis.run",
+    "analyze_to_dir": "analysis.run",
+    "Analyzer": "analysis.analyzer",
     "AnalyzeOptions": "config",
     "load_results": "results",
     "Results": "results",
@@ -25,10 +25,10 @@ _EXPORTS = {
     "Observation": "types",
     "VideoInfo": "types",
     "EMOTIONS": "types",
-    "EmotionModel": "emotion",
-    "create_detector": "detect",
-    "FaceDetector": "detect",
-    "open_source": "video",
+    "EmotionModel": "model.emotion",
+    "create_detector": "faces.detect",
+    "FaceDetector": "faces.detect",
+    "open_source": "media.video",
     "EmoreelError": "errors",
 }
 

@@ -73,8 +73,8 @@ def expanded_glob_hint(paths: list[str]) -> str:
 
 def run(args) -> int:
     from ..errors import InputError, OutputError
-    from ..pipeline import analyze_to_dir
-    from ..progress import Progress
+    from ..analysis.run import analyze_to_dir
+    from .progress import Progress
 
     if args.more_inputs:
         raise InputError(expanded_glob_hint([args.input, *args.more_inputs]))
@@ -87,7 +87,7 @@ def run(args) -> int:
     check_output_dir(args.out, args.force or args.example or args.resume)  # before models load
     if args.example:
         from ..results import prepare_output_dir
-        from ..sample import make_example_video
+        from ..media.sample import make_example_video
 
         out = prepare_output_dir(args.out, args.force)
         source = out / "example.mp4"

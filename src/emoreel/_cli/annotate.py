@@ -25,12 +25,12 @@ def register(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from ..encode import sound_note
+    from ..media.encode import sound_note
     from ..errors import OutputError
-    from ..extract import annotate, resolve_video
-    from ..progress import Progress
+    from ..outputs.extract import annotate, resolve_video
+    from .progress import Progress
     from ..results import load_results
-    from ..video import probe
+    from ..media.video import probe
 
     res = load_results(args.results)
     from ..results import warn_incomplete

@@ -67,8 +67,8 @@ class BatchLine:
 
 
 def run(args) -> int:
-    from ..batch import run_batch
-    from ..engines import cpu_count
+    from ..batch.runner import run_batch
+    from ..batch.engines import cpu_count
 
     opts = options_from_args(args)
     workers = args.workers if args.workers is not None else max(1, cpu_count() // 2)
@@ -108,9 +108,9 @@ def extract_over_batch(args, run_one) -> int:
     import subprocess
     from pathlib import Path
 
-    from ..batch import batch_videos
+    from ..batch.runner import batch_videos
     from ..errors import InputError, OutputError
-    from ..video import probe
+    from ..media.video import probe
 
     root, out = Path(args.results), Path(args.out)
     videos = batch_videos(root)

@@ -18,20 +18,20 @@ def register(sub) -> None:
     p.add_argument("--split", default=None, help="split to evaluate: train, val (PublicTest, the default), test "
                    "(PrivateTest); photos: used when DATA/<split>/<class>/ exists; a photo set with people (labels.csv "
                    "with a person column, e.g. webfaces.zip): dev (the default: the people held out from training, "
-                   "emoreel.photoset.person_split), train or all")  # fmt: skip
+                   "emoreel.model.photoset.person_split), train or all")  # fmt: skip
     p.add_argument("--photos", action="store_true", help="DATA holds full-size photos in <class>/ folders (detected automatically)")
     p.add_argument("--model", help="ONNX file with its card beside it, or a shipped model's name (default: emoreel-fer-int8)")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="--tta: the mirror alone (ten crops for models trained on crops); --no-tta: one view, the "
                    "network's own accuracy as its model card gives it (default: analyze's views, --views)")  # fmt: skip
     p.add_argument("--views", choices=("single", "mirror", "jitter"), default=None,
-                   help="test-time views averaged per face, as analyze averages them (emoreel.emotion.VIEWS): single, "
+                   help="test-time views averaged per face, as analyze averages them (emoreel.model.emotion.VIEWS): single, "
                    "mirror, or jitter (also zoomed 10%% in and out where the mirror is unsure; analyze's default and "
                    "so this command's)")  # fmt: skip
     p.add_argument("--image-max-side", type=int, metavar="PX", help="photos: detect on photos downscaled to this long side (default: analyze's)")
     p.add_argument("--degrade", type=int, metavar="SEED", default=None,
                    help="crops: evaluate a degraded copy of the faces instead (every face gets some of: low "
-                   "resolution, blur, low light, contrast loss, noise, JPEG; emoreel.degrade, reproducible by SEED)")
+                   "resolution, blur, low light, contrast loss, noise, JPEG; emoreel.model.degrade, reproducible by SEED)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
     p.add_argument("--plot", metavar="PNG", help="also write the confusion matrix as a PNG")
     p.set_defaults(func=run)
@@ -42,9 +42,10 @@ def run(args) -> int:
 
     from ..config import AnalyzeOptions
     from ..errors import DataError
-    from ..evaluate import evaluate, evaluate_photos, is_photo_folder, load_model
-    from ..photoset import PhotoSet
-    from ..progress import Progress
+    from ..analysis.evaluate_photos import evaluate_photos, is_photo_folder
+    from ..model.evaluate import evaluate, load_model
+    from ..model.photoset import PhotoSet
+    from .progress import Progress
 
     if (args.tta is False and args.views not in (None, "single")) or (args.tta and args.views == "single"):
         raise DataError(f"--{'no-' if args.tta is False else ''}tta and --views {args.views} contradict each other: give one")
@@ -73,13 +74,13 @@ def run(args) -> int:
         return 0
     if args.image_max_side is not None:
         raise DataError(f"--image-max-side is for photos; {args.data} holds face crops")
-    from ..datasets import load_dataset
+    from ..model.datasets import load_dataset
 
     data = load_dataset(args.data, args.split)
     if args.degrade is not None:
         from dataclasses import replace
 
-        from ..degrade import degraded_copy
+        from ..model.degrade import degraded_copy
 
         data = replace(data, images=degraded_copy(data.images, seed=args.degrade),
                        source=f"{data.source}, degraded (seed {args.degrade})")  # fmt: skip

@@ -34,10 +34,10 @@ def export_and_evaluate(checkpoint, out, data_path=None, split="val", int8=None,
     """
     from pathlib import Path
 
-    from ..datasets import load_dataset
+    from ..model.datasets import load_dataset
     from ..errors import InputError
-    from ..evaluate import data_fingerprint
-    from ..train import export_onnx
+    from ..model.evaluate import data_fingerprint
+    from ..model.training.export import export_onnx
 
     if int8 and not data_path:
         raise InputError("--int8 needs --data (its calibration faces and its evaluation come from there)")
@@ -49,7 +49,7 @@ def export_and_evaluate(checkpoint, out, data_path=None, split="val", int8=None,
     if any(c.lower().endswith(".onnx") for c in paths):
         if len(paths) > 1:
             raise InputError("an exported .onnx model is re-exported on its own (ensembles are made from checkpoints)")
-        from ..train import reexport_onnx
+        from ..model.training.export import reexport_onnx
 
         onnx_path = reexport_onnx(paths[0], out, standardize=standardize)
     else:
@@ -64,7 +64,7 @@ def export_and_evaluate(checkpoint, out, data_path=None, split="val", int8=None,
         desc["skipped"] = {"unreadable": data.bad_files, "classes": data.skipped_classes}
     lines = [_calibrate_into_card(onnx_path, data, split), _evaluate_into_card(onnx_path, data, desc, split)]
     if int8:
-        from ..train import quantize_int8
+        from ..model.training.export import quantize_int8
 
         q = quantize_int8(onnx_path, int8, calib.images)
         lines += [_calibrate_into_card(q, data, split), _evaluate_into_card(q, data, desc, split)]
@@ -77,8 +77,8 @@ def _calibrate_into_card(onnx_path, data, split) -> str:
     Fitted on single-view probabilities, where ``softmax(logits / T)`` is exactly what the runtime
     computes per view (with test-time augmentation it then averages the calibrated views).
     """
-    from ..emotion import fit_temperature, read_card, write_card
-    from ..evaluate import load_model, predict_dataset
+    from ..model.emotion import fit_temperature, read_card, write_card
+    from ..model.evaluate import load_model, predict_dataset
 
     card = read_card(onnx_path)
     model = load_model(onnx_path)
@@ -95,7 +95,7 @@ def _calibrate_into_card(onnx_path, data, split) -> str:
 
 
 def _evaluate_into_card(onnx_path, data, desc, split) -> str:
-    from ..evaluate import evaluate, load_model, write_card_metrics
+    from ..model.evaluate import evaluate, load_model, write_card_metrics
 
     model = load_model(onnx_path)
     res = evaluate(model, data)

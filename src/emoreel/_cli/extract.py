@@ -26,8 +26,8 @@ def _best_gap(text: str) -> float | str:
 
 
 def register(sub) -> None:
-    from ..decode import DEFAULT_SWITCH_COST
-    from ..extract import DEFAULT_MIN_SHARE
+    from ..outputs.decode import DEFAULT_SWITCH_COST
+    from ..outputs.extract import DEFAULT_MIN_SHARE
 
     p = sub.add_parser(
         "extract",
@@ -81,21 +81,22 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..batch import is_batch_root
+    from ..batch.runner import is_batch_root
 
     if is_batch_root(args.results):  # a folder written by `emoreel batch`: every video in turn
         from .batch import extract_over_batch
 
         return extract_over_batch(args, run)
-    from ..encode import sound_note
+    from ..media.encode import sound_note
     from ..errors import InputError, OutputError
     from ..names import resolve_name
-    from ..extract import (OutputDir, Selection, best_per_track, contact_sheet, fill_on_screen, find_runs,
-                           other_emotion_frames, recorded_cuts, resolve_video, segments, select, stride, write_crops, write_segments)  # fmt: skip
-    from ..progress import Progress
+    from ..outputs.extract import (OutputDir, Selection, best_per_track, contact_sheet, fill_on_screen, find_runs,
+                                   other_emotion_frames, recorded_cuts, resolve_video, segments, select, stride,
+                                   write_crops, write_segments)  # fmt: skip
+    from .progress import Progress
     from ..results import load_results
     from ..types import EMOTIONS
-    from ..video import probe
+    from ..media.video import probe
 
     res = load_results(args.results)
     from ..results import warn_incomplete

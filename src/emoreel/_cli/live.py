@@ -30,9 +30,9 @@ def run(args) -> int:
     import cv2
 
     from ..errors import InputError
-    from ..extract import gui_available, live_frames
-    from ..pipeline import Analyzer
-    from ..video import open_source
+    from ..outputs.extract import gui_available, live_frames
+    from ..analysis.analyzer import Analyzer
+    from ..media.video import open_source
 
     ok, why = gui_available()
     if not ok:

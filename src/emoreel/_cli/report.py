@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-MAX_CARDS, MIN_TRACK_S, TIMELINE_BINS = 40, 1.0, 600  # emoreel.report's defaults (a test keeps them equal); not imported: cv2
+MAX_CARDS, MIN_TRACK_S, TIMELINE_BINS = 40, 1.0, 600  # emoreel.outputs.report's defaults (a test keeps them equal); not imported: cv2
 
 
 def register(sub) -> None:
@@ -33,16 +33,16 @@ def run(args) -> int:
     import logging
 
     from ..errors import InputError
-    from ..report import check_output, write_report
+    from ..outputs.report import check_output, write_report
     from ..results import load_results
 
     if args.max_cards < 1 or args.bins < 1 or args.min_track < 0:
         raise InputError("--max-cards and --bins must be at least 1, --min-track at least 0")
     check_output(args.out, args.force)  # before the (possibly long) read of results.csv
-    from ..batch import is_batch_root
+    from ..batch.runner import is_batch_root
 
     if is_batch_root(args.results):  # a folder written by `emoreel batch`: totals + one section per video
-        from ..batch_report import write_batch_report
+        from ..batch.report import write_batch_report
 
         out = write_batch_report(args.results, args.out, force=args.force, max_cards=args.max_cards,
                                  min_track_s=args.min_track, bins=args.bins, labels="online" if args.online else "decoded")
@@ -51,14 +51,14 @@ def run(args) -> int:
     res = load_results(args.results)
     video = None
     if args.video or (res.meta.get("input", {}) or {}).get("kind") in ("video", "images"):
-        from ..extract import resolve_video
+        from ..outputs.extract import resolve_video
 
         try:
             video = resolve_video(res, args.video)
         except InputError as e:
             if args.video:
                 raise
-            logging.getLogger("emoreel.report").warning("%s; the report will have no thumbnails", e)
+            logging.getLogger("emoreel.outputs.report").warning("%s; the report will have no thumbnails", e)
     out = write_report(res, args.out, video, force=args.force, max_cards=args.max_cards,
                        min_track_s=args.min_track, bins=args.bins, labels="online" if args.online else "decoded")  # fmt: skip
     size = out.stat().st_size

@@ -50,7 +50,7 @@ def register(sub) -> None:
                    help="normalise each face's brightness and contrast (as the runtime then will; recorded in the card)")
     t.add_argument("--degrade", type=float, default=0.0, metavar="P",
                    help="probability of each real-video degradation per training face: low resolution, blur, low light, "
-                   "contrast loss, noise, JPEG (emoreel.degrade; 0 = off)")
+                   "contrast loss, noise, JPEG (emoreel.model.degrade; 0 = off)")
     t.add_argument("--yaw", type=float, default=0.0, metavar="DEG",
                    help="simulate heads turned up to DEG degrees (horizontal squeeze and perspective; 0 = off)")
     t.add_argument("--mixup", type=float, default=0.0, metavar="A", help="mixup with Beta(A, A) weights (0 = off)")
@@ -74,8 +74,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..datasets import load_dataset
-    from ..train import TrainConfig, checkpoint_config, checkpoint_epochs, command_line, train
+    from ..model.datasets import load_dataset
+    from ..model.training.checkpoints import checkpoint_config, checkpoint_epochs
+    from ..model.training.config import TrainConfig, command_line
+    from ..model.training.loop import train
 
     epochs = args.epochs
     saved = checkpoint_config(args.out) if args.resume else None
@@ -95,19 +97,19 @@ def run(args) -> int:
         warmup_epochs=args.warmup, distill=args.distill, distill_views=args.distill_views,
         distill_weight=args.distill_weight, distill_temp=args.distill_temp,
     )
-    from ..photoset import PhotoSet
+    from ..model.photoset import PhotoSet
 
     if args.pack and PhotoSet.is_photo_set(args.data):  # whole photos: through analyze's photo path
         return _pack_photos(args)
     tr = load_dataset(args.data, args.train_split)
     va = load_dataset(args.data, args.val_split)
     if args.add_data:
-        from ..datasets import concat
+        from ..model.datasets import concat
 
         tr = concat([tr] + [load_dataset(p, "train") for p in args.add_data])
     print(f"train: {tr.summary()}\nval: {va.summary()}", file=sys.stderr)
     if args.pack:
-        from ..datasets import save_pack
+        from ..model.datasets import save_pack
 
         out = save_pack(args.pack, {args.train_split: tr, args.val_split: va})
         print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
@@ -134,9 +136,9 @@ def run(args) -> int:
 
 
 def _pack_photos(args) -> int:
-    from ..evaluate import load_model
-    from ..facepack import pack_photo_set
-    from ..progress import Progress
+    from ..analysis.facepack import pack_photo_set
+    from ..model.evaluate import load_model
+    from .progress import Progress
 
     if args.small_copies < 0:
         from ..errors import InputError

@@ -308,3 +308,32 @@ def test_the_second_look_never_adds_a_face_already_found(tmp_path):
     cv2.imwrite(str(photos / "a.png"), astronaut())
     obs = list(emoreel.analyze(photos, max_yaw=1))
     assert [(o.accepted, o.reject_reason) for o in obs] == [(False, "not_frontal")]
+
+
+def test_one_image_file_follows_the_photo_rules(photos, analyzed, tmp_path):
+    """`analyze photo.jpg` is a photo, not a one-frame video: detected at photo size, labelled at once (the
+    smoothed label is the photo's own), named in the source column, the same as that photo in a folder."""
+    out = tmp_path / "one"
+    assert main(["analyze", str(photos / "img_004.png"), "-o", str(out), "--quiet"]) == 0
+    (row,) = rows_of(out)
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["input"]["kind"] == "images" and row["source"] == "img_004.png"
+    same = [r for r in rows_of(analyzed) if r["source"] == "img_004.png"]
+    assert len(same) == 1 and row["emotion_smooth"] == same[0]["emotion_smooth"] == "happy"
+    assert row["happy"] == same[0]["happy"] and row["smooth_prob"] == row["emotion_prob"]
+
+
+def test_numpy_images_are_analysed_as_photos():
+    """emoreel.analyze(image) and analyze([images]) work on NumPy images as peers do; other types are one line."""
+    a = astronaut()
+    (ob,) = list(emoreel.analyze(a))
+    assert ob.source == "image 0" and ob.emotion_smooth == "happy" and ob.smooth_prob == pytest.approx(ob.emotion_prob)
+    grey = cv2.cvtColor(a, cv2.COLOR_BGR2GRAY)
+    obs = list(emoreel.analyze([a, grey, np.zeros((64, 64, 3), np.uint8)]))
+    assert [o.source for o in obs] == ["image 0", "image 1"] and all(o.emotion_smooth == "happy" for o in obs)
+    from emoreel.errors import InputError
+
+    for bad, words in ((3.5, "cannot analyze a float"), (a.astype(float), "uint8"), ([a, "x.jpg"], "cannot analyze a list")):
+        with pytest.raises(InputError, match=words) as e:
+            list(emoreel.analyze(bad))
+        assert "\n" not in str(e.value) and len(str(e.value)) < 200

@@ -10,10 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
+
 from .. import __version__
 from ..config import AnalyzeOptions
 from ..errors import InputError, OutputError, VideoOpenFailure
 from ..faces.detector import FaceDetector, ScaledDetector
+from ..media.images import ArraySource
 from ..media.video import VideoSource, open_source
 from ..model.emotion import resolve_model, sha256_file
 from ..results import RECORDING, OutputLock, ResultsWriter, check_output_dir, prepare_output_dir, rewrite_persons
@@ -29,16 +32,30 @@ def _open(source, o: AnalyzeOptions) -> VideoSource:
     return open_source(source, every=o.every, start=o.start, end=o.end, max_frames=o.max_frames)
 
 
-def analyze(source: str | int | Path, **options) -> Iterator[Observation]:
+def _is_arrays(source) -> bool:
+    return isinstance(source, np.ndarray) or (isinstance(source, (list, tuple)) and bool(source)
+                                              and all(isinstance(a, np.ndarray) for a in source))  # fmt: skip
+
+
+def analyze(source, **options) -> Iterator[Observation]:
     """Yield an :class:`Observation` per face per processed frame of ``source``.
 
-    ``source`` is a video path, a camera index, or an image folder/glob; keyword
+    ``source`` is a video path, a camera index, an image file, folder or glob, or images in memory (a
+    NumPy BGR image or a list of them: each analysed as a photo, named ``image K``); keyword
     options are the fields of :class:`~emoreel.config.AnalyzeOptions`. The
     ``person`` field is the track's vote so far (``analyze_to_dir`` rewrites it
-    with the final vote when the run completes).
+    with the final vote when the run completes). Anything else is refused in one line.
     """
+    if _is_arrays(source):
+        src = ArraySource(source)
+    elif isinstance(source, (str, int, Path)) and not isinstance(source, bool):
+        src = None
+    else:
+        raise InputError(f"cannot analyze a {type(source).__name__}: give a path, a camera index, or a NumPy image "
+                         "(or a list of them)")  # fmt: skip
     o = AnalyzeOptions.from_kwargs(**options)
-    with _open(source, o) as src:
+    o = AnalyzeOptions.from_kwargs(**options)
+    with src if src is not None else _open(source, o) as src:
         analyzer = Analyzer(o)
         try:
             for _, obs in iter_frames(analyzer, src):
@@ -92,7 +109,7 @@ class RunSummary:
         if self.faces == 0:
             return f"no faces found in {self.frames} frames; header-only results in {self.out_dir / 'results.csv'}"
         return (
-            f"{self.frames} frames, {self.faces} faces ({self.accepted} frontal) in {self.tracks} tracks, "
+            f"{self.frames} frames, {self.faces} faces ({self.accepted} accepted: both eyes seen) in {self.tracks} tracks, "
             f"{rate:.1f} frames/s; results in {self.out_dir / 'results.csv'}"
         )
 

@@ -134,10 +134,12 @@ def natural_key(s: str):
 
 
 def list_images(source: str) -> list[str] | None:
-    """Image paths of a folder or glob pattern, naturally sorted; None if ``source`` is neither."""
+    """Image paths of a folder, a glob pattern or one image file, naturally sorted; None if ``source`` is none of them."""
     p = Path(source)
     if p.is_dir():
         files = [str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
+    elif p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:  # one photo is a photo, not a one-frame video
+        files = [source]
     elif any(ch in source for ch in "*?["):
         files = [f for f in _glob.glob(source) if Path(f).suffix.lower() in IMAGE_SUFFIXES]
     else:
@@ -154,6 +156,8 @@ def image_root(source: str) -> Path:
     p = Path(source)
     if p.is_dir():
         return p
+    if p.is_file():  # one image: its folder
+        return p.parent
     fixed = []
     for part in p.parts:
         if any(ch in part for ch in "*?["):
@@ -188,3 +192,51 @@ def check_image_names(path: str | Path, names: Mapping[int, str]) -> None:
             now = f"is now {have}" if have else "is missing"
             raise InputError(f"the images in {path} changed since analyze: image {i} ({want}) {now}; "
                              "re-run analyze on the folder")  # fmt: skip
+
+
+class ArraySource:
+    """NumPy images in memory (BGR ``uint8``, ``(H, W, 3)`` or grey ``(H, W)``) as an image source: each its own
+    moment, like a folder of photos. Named ``image 0``, ``image 1``... in the ``source`` column."""
+
+    def __init__(self, images):
+        from fractions import Fraction
+
+        from ..types import VideoInfo
+
+        arrays = [images] if isinstance(images, np.ndarray) else list(images)
+        if not arrays:
+            raise InputError("no images given")
+        for k, a in enumerate(arrays):
+            if not isinstance(a, np.ndarray):
+                raise InputError(f"image {k} is a {type(a).__name__}, not a NumPy array (give paths as str or Path)")
+            if a.dtype != np.uint8 or not (a.ndim == 2 or a.ndim == 3 and a.shape[2] in (3, 4)) or min(a.shape[:2]) < 1:
+                raise InputError(f"image {k}: expected a uint8 BGR image (H, W, 3), (H, W, 4) or grey (H, W); "
+                                 f"got {a.dtype} {a.shape}")  # fmt: skip
+            if a.shape[0] * a.shape[1] > MAX_IMAGE_PIXELS:
+                raise InputError(f"image {k} has {a.shape[0] * a.shape[1]} pixels (at most {MAX_IMAGE_PIXELS})")
+        self._arrays = arrays
+        self.name = ""
+        self.skipped_images: list[str] = []
+        self.truncated = False
+        h, w = arrays[0].shape[:2]
+        self.info = VideoInfo("<arrays>", "images", int(w), int(h), Fraction(1), len(arrays))
+
+    @property
+    def image_names(self) -> list[str]:
+        return [f"image {k}" for k in range(len(self._arrays))]
+
+    def __iter__(self):
+        from ..types import Frame
+
+        for k, a in enumerate(self._arrays):
+            img = a if a.ndim == 3 and a.shape[2] == 3 else cv2.cvtColor(a, cv2.COLOR_GRAY2BGR if a.ndim == 2 else cv2.COLOR_BGRA2BGR)
+            yield Frame(k, float(k), np.ascontiguousarray(img), f"image {k}")
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "ArraySource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

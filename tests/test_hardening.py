@@ -81,6 +81,30 @@ def test_mkv_with_longer_sound_is_a_complete_run(capsys, clip, tmp_path):
 
 
 @needs_ffmpeg
+def test_an_intact_file_that_over_declares_its_frames_is_complete(capsys, tmp_path):
+    """An MP4 cut at a non-keyframe with stream copy (an edit list, as phones and editors write) declares
+    frames it never plays: it decodes cleanly to its end, so the run is complete, not "truncated", and
+    run.json records both counts; a file whose bytes are cut is still truncated (exit 2)."""
+    good = tmp_path / "g.mp4"
+    ff("-f", "lavfi", "-i", "testsrc=size=128x72:rate=30", "-t", "6", "-g", "60", "-c:v", "libx264", good)
+    trimmed = tmp_path / "trimmed.mp4"
+    ff("-ss", "1.2", "-i", str(good), "-c", "copy", str(trimmed))
+    with open_source(trimmed) as src:
+        declared, decoded = src.info.frame_count, len(list(src))
+    assert declared - decoded > 5, "the edit list did not over-declare: the test would prove nothing"
+    code, err = cli(capsys, "analyze", trimmed, "-o", tmp_path / "o", "-q", "--threads", "1")
+    assert code == 0 and "truncated" not in err, err
+    meta = json.loads((tmp_path / "o" / RUN_JSON).read_text())
+    assert meta["complete"] and meta["frames_declared"] == declared and meta["frames_decoded"] == decoded
+    cut = tmp_path / "cut.mp4"
+    ff("-i", str(good), "-c", "copy", "-movflags", "+faststart", str(cut))
+    cut.write_bytes(cut.read_bytes()[: int(cut.stat().st_size * 0.7)])
+    code, err = cli(capsys, "analyze", cut, "-o", tmp_path / "c", "-q", "--threads", "1")
+    assert code == 2 and "truncated" in err
+    assert not json.loads((tmp_path / "c" / RUN_JSON).read_text())["complete"]
+
+
+@needs_ffmpeg
 def test_damage_mid_file_is_skipped_and_recorded(tmp_path):
     good = tmp_path / "g.mp4"
     ff("-f", "lavfi", "-i", "testsrc=size=128x72:rate=30", "-t", "10", "-g", "15", "-c:v", "libx264", good)

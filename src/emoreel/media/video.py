@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import InputError, VideoOpenFailure
 from ..types import Frame, VideoInfo
-from .encode import VideoWriter
+from .encode import VideoWriter, ffmpeg_exe
 from .images import MAX_IMAGE_PIXELS, ImageTooLarge, encodable, image_root, image_size, imread, list_images, relative_name
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,22 @@ def _declared_count(path: str) -> bool:
     except OSError:
         return False
     return head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip") or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
+
+
+def container_intact(path: str, timeout: float = 120.0) -> bool:
+    """Whether every packet of ``path``'s video stream is in the file: ffmpeg demuxes it (no decoding, seconds for
+    a film) and reports nothing. A cut file says "partial file" or worse. False when ffmpeg cannot tell."""
+    import subprocess
+
+    exe = ffmpeg_exe()
+    if exe is None:
+        return False
+    try:
+        r = subprocess.run([exe, "-v", "error", "-nostdin", "-i", path, "-map", "0:v:0", "-c", "copy", "-f", "null", "-"],
+                           capture_output=True, timeout=timeout)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0 and not r.stderr.strip()
 
 
 def exact_fps(fps: float) -> Fraction:
@@ -90,7 +106,8 @@ class VideoSource:
         self.skipped_images: list[str] = []  # names of unreadable images, in order
         self.gaps: list[list[int]] = []  # [first, last] source frames lost to damage and skipped over
         self.declared_count = False  # the container stores its frame count (else it is an estimate)
-        self.ended_early = False  # a stream with an estimated count ended cleanly before it
+        self.ended_early = False  # a stream ended cleanly a little before its declared (or estimated) count
+        self.frames_read: int | None = None  # where a video's stream ended (source frames), once read to its end
         self._root = Path(".")
         self.name = ""  # what the ``source`` column of video/camera rows says
         self._thread: threading.Thread | None = None
@@ -222,6 +239,8 @@ class VideoSource:
             meta["gaps"] = [list(g) for g in self.gaps]
         if self.ended_early:
             meta["frames_in_stream"] = self.last_index + 1
+        if self.frames_read is not None and self.info.frame_count and self.frames_read != self.info.frame_count:
+            meta["frames_declared"], meta["frames_decoded"] = self.info.frame_count, self.frames_read
         return meta
 
     def _produce(self) -> Iterator[Frame]:
@@ -268,6 +287,7 @@ class VideoSource:
             if not ok:
                 resumed = self._resync(cap, index, stop) if self.info.kind == "video" else None
                 if resumed is None:
+                    self.frames_read = index if self.info.kind == "video" else None  # the stream's end
                     break
                 if rec:  # the recording keeps one file frame per source frame: the gap repeats the last frame
                     for _ in range(resumed - index):
@@ -291,13 +311,15 @@ class VideoSource:
             index += 1
         if self.info.kind == "video" and self.info.frame_count and not self._stop.is_set():
             expected_end = stop if stop is not None else self.info.frame_count
-            # containers often over-declare by a frame or two; more than that is a damaged file
+            # containers over-declare a little (phones by a few frames): a clean end within one second and 1% of
+            # the count (at least 2 frames) of the declared end is the file's end; short of that, a damaged file
+            slack = max(2, min(int(round(0.01 * expected_end)), int(self.info.fps or 30)))
             if index < expected_end - 2:
                 self.last_index = index - 1
-                if self.declared_count:
+                if self.declared_count and (self.gaps or (expected_end - index > slack and not container_intact(self.info.path))):
                     self.truncated = True
-                else:  # Matroska/WebM estimate the count from the duration: a clean early end is the end
-                    self.ended_early = True
+                else:  # Matroska/WebM estimate the count from the duration; an intact MP4 (an edit list) may
+                    self.ended_early = True  # declare frames it never plays: a clean end is the end
 
     def _pts(self, cap, index: int) -> float:
         """When the frame just read plays: the decoder's presentation time (right for variable frame rates),

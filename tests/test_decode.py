@@ -64,7 +64,7 @@ def test_online_smoother_abstains_below_min_prob():
     out = [sm.update(1, sure) for _ in range(4)]
     assert [lab for lab, _ in out] == ["", "", "happy", "happy"]  # held 3 frames above 0.5: labelled
     assert out[-1][1] == pytest.approx(0.7)
-    assert [sm.update(1, unsure)[0] for _ in range(3)] == ["happy", "happy", ""]  # unsure 3 frames: abstains again
+    assert [sm.update(1, unsure)[0] for _ in range(3)] == ["", "", ""]  # under 0.5: abstains at once, not 3 frames late
     assert EmotionSmoother(EMOTIONS, repeat=1, min_prob=0.0).update(2, unsure)[0] == "happy"  # 0: no abstention
 
 

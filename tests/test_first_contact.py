@@ -1,0 +1,139 @@
+"""Issue 25: what trips a newcomer: errors that point to the right command, progress for Python users."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from emoreel.analysis.run import analyze_to_dir
+from emoreel.cli import main
+from emoreel.config import AnalyzeOptions
+from emoreel.media.sample import make_example_video
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return make_example_video(tmp_path_factory.mktemp("v") / "clip.mp4", frames=12, size=(320, 180), face_px=150)
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    got = capsys.readouterr()
+    assert "Traceback" not in got.err
+    return code, got.out.strip(), got.err.strip()
+
+
+def one_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+# 5. errors that point to the right command ------------------------------------------------------------
+
+
+def test_a_batch_option_given_to_analyze_names_batch(clip, tmp_path, capsys):
+    code, _, err = cli(capsys, "analyze", clip, "--split", "2", "-o", tmp_path / "o")
+    line = one_line(err)
+    assert code == 2 and "--split is an option of emoreel batch" in line and "emoreel batch INPUT... -o ROOT --split N" in line
+    assert "usage: emoreel [-h]" not in err and not (tmp_path / "o").exists()
+    code, _, err = cli(capsys, "analyze", clip, "-o", tmp_path / "o", "--det-treshold", "0.3")  # a typo
+    assert code == 2 and "did you mean --det-threshold?" in one_line(err)
+    code, _, err = cli(capsys, "report", tmp_path / "o", "--best", "3", "-o", tmp_path / "r.html")
+    assert code == 2 and "--best is an option of emoreel extract, not report" in one_line(err)
+
+
+def test_verbose_after_the_command(tmp_path, capsys):
+    code, _, err = cli(capsys, "analyze", tmp_path / "nope.mp4", "-o", tmp_path / "o", "-v")
+    assert code == 2 and "no such file" in one_line(err)  # -v accepted: the input is what is wrong
+    code, _, err = cli(capsys, "-v", "analyze", tmp_path / "nope.mp4", "-o", tmp_path / "o")
+    assert code == 2 and "no such file" in one_line(err)
+
+
+def test_analyze_on_a_folder_of_videos_points_to_batch(clip, tmp_path, capsys):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    shutil.copy(clip, folder / "a.mp4")
+    shutil.copy(clip, folder / "b.mp4")
+    code, _, err = cli(capsys, "analyze", folder, "-o", tmp_path / "o")
+    line = one_line(err)
+    assert code == 2 and "2 videos" in line and f"emoreel batch {folder} -o ROOT" in line
+    assert f"emoreel analyze {folder / 'a.mp4'} -o OUT_DIR" in line
+    code, _, err = cli(capsys, "analyze", f"{folder}/*.mp4", "-o", tmp_path / "o")  # a quoted glob: quoted again
+    assert code == 2 and f"emoreel batch '{folder}/*.mp4' -o ROOT" in one_line(err)
+    (tmp_path / "nothing").mkdir()
+    code, _, err = cli(capsys, "analyze", tmp_path / "nothing", "-o", tmp_path / "o")
+    assert code == 2 and one_line(err).endswith(f"no images found in {tmp_path / 'nothing'}")
+
+
+def test_batch_on_a_folder_without_videos_says_what_it_holds(clip, tmp_path, capsys):
+    empty, nested, photos = tmp_path / "empty", tmp_path / "nested", tmp_path / "photos"
+    empty.mkdir()
+    (nested / "day1").mkdir(parents=True)
+    shutil.copy(clip, nested / "day1" / "a.mp4")
+    photos.mkdir()
+    for k in range(2):
+        (photos / f"{k}.jpg").write_bytes(b"")
+    code, _, err = cli(capsys, "batch", empty, "-o", tmp_path / "root")
+    assert code == 2 and f"no videos (avi/mkv/mov/mp4/webm, ...) in {empty}" in one_line(err)
+    code, _, err = cli(capsys, "batch", nested, "-o", tmp_path / "root")
+    assert code == 2 and "1 in subfolders: add --recursive" in one_line(err)
+    code, _, err = cli(capsys, "batch", photos, "-o", tmp_path / "root")
+    assert code == 2 and f"2 images: analyze them with emoreel analyze {photos} -o OUT_DIR" in one_line(err)
+    assert not (tmp_path / "root").exists()
+
+
+def test_an_interrupted_folder_suggests_resume_and_a_complete_one_is_already_complete(clip, tmp_path, capsys):
+    out = tmp_path / "o"
+
+    def stop_after_4(done, total):
+        if done == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        analyze_to_dir(clip, out, AnalyzeOptions(threads=1), progress=stop_after_4)
+    code, _, err = cli(capsys, "analyze", clip, "-o", out, "--threads", "1")
+    line = one_line(err)
+    assert code == 2 and "unfinished run" in line and line.index("--resume") < line.index("--force")
+    code, outp, _ = cli(capsys, "analyze", clip, "-o", out, "--threads", "1", "--resume")
+    assert code == 0 and "frames/s" in outp  # the rest analysed
+    code, outp, _ = cli(capsys, "analyze", clip, "-o", out, "--threads", "1", "--resume")
+    assert code == 0 and outp.startswith("already complete: 12 frames") and "frames/s" not in outp
+    code, _, err = cli(capsys, "analyze", clip, "-o", out, "--threads", "1")  # complete: only --force replaces it
+    assert code == 2 and "already holds results" in one_line(err) and "--resume" not in err
+
+
+# 7. the batch progress line ---------------------------------------------------------------------------
+
+
+def test_batch_progress_counts_each_finished_video_once(clip, tmp_path):
+    from emoreel.batch.runner import run_batch
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        shutil.copy(clip, videos / name)
+    seen: list[dict] = []
+    summary = run_batch([str(videos)], tmp_path / "root", AnalyzeOptions(threads=1), workers=2, progress=seen.append)
+    assert summary.ok and seen
+    assert all(st["frames"] <= st["frames_total"] for st in seen), [(st["frames"], st["frames_total"]) for st in seen]
+    assert seen[-1]["frames"] == seen[-1]["frames_total"] == 36 and seen[-1]["videos_done"] == 3
+
+
+# 3b. analyze_to_dir(..., progress=True) ----------------------------------------------------------------
+
+
+def test_analyze_to_dir_progress_true_draws_the_cli_line(clip, tmp_path, capsys):
+    import emoreel
+
+    capsys.readouterr()
+    summary = emoreel.analyze_to_dir(str(clip), tmp_path / "o", AnalyzeOptions(threads=1), progress=True)
+    got = capsys.readouterr()
+    assert summary.complete and got.out == ""  # progress only: the library prints no summary
+    assert "\r[" in got.err and "12/12 frames" in got.err and "frames/s" in got.err and "ETA" in got.err
+    assert got.err.endswith("\n")  # the line is ended, so what is printed next starts on its own line
+    emoreel.analyze_to_dir(str(clip), tmp_path / "o2", AnalyzeOptions(threads=1), progress=False)
+    assert capsys.readouterr().err == ""

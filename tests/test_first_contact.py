@@ -137,3 +137,69 @@ def test_analyze_to_dir_progress_true_draws_the_cli_line(clip, tmp_path, capsys)
     assert got.err.endswith("\n")  # the line is ended, so what is printed next starts on its own line
     emoreel.analyze_to_dir(str(clip), tmp_path / "o2", AnalyzeOptions(threads=1), progress=False)
     assert capsys.readouterr().err == ""
+
+
+# 6. the batch report: one palette, one legend, the failed inputs, frames that fit their pages ------------
+
+
+@pytest.fixture(scope="module")
+def batch_with_failures(clip, tmp_path_factory) -> Path:
+    from emoreel.batch.runner import run_batch
+
+    d = tmp_path_factory.mktemp("batch")
+    shutil.copy(clip, d / "a.mp4")
+    shutil.copy(clip, d / "b.mp4")
+    (d / "corrupt.mp4").write_bytes(b"\0" * 4000)
+    inputs = [str(d / n) for n in ("a.mp4", "b.mp4", "corrupt.mp4", "missing.mp4")]
+    summary = run_batch(inputs, d / "root", AnalyzeOptions(threads=1), workers=1)
+    assert [v.status for v in summary.videos] == ["complete", "complete", "failed", "failed"]
+    return d / "root"
+
+
+def test_batch_report_shares_the_palette_and_lists_failed_inputs(batch_with_failures, tmp_path):
+    import html
+    import re
+
+    from emoreel.outputs.draw import emotion_hex
+    from emoreel.types import EMOTIONS
+
+    out = tmp_path / "r.html"
+    assert main(["report", str(batch_with_failures), "-o", str(out)]) == 0
+    page = out.read_text(encoding="utf-8")
+    outer = re.sub(r'srcdoc="[^"]*"', "", page)  # the batch page without the embedded per-video pages
+    for e in EMOTIONS:  # one legend, in the per-video reports' colours
+        assert f'<i style="background:{emotion_hex(e)}"></i>{e}</span>' in outer
+        assert f'<i style="background:{emotion_hex(e)}"></i>{e}</span>' in html.unescape(page.split('srcdoc="')[1])
+    bar_colours = set(re.findall(r'<span title="\w+ \d+%" style="width:[\d.]+%;background:(#[0-9a-f]{6})"', outer))
+    assert bar_colours and bar_colours <= {emotion_hex(e) for e in EMOTIONS}
+    failed = re.search(r'<h2 id="failed">Failed \(2\)</h2>.*?</table>', outer).group(0)
+    assert "corrupt.mp4" in failed and "missing.mp4" in failed and "no such file" in failed
+    assert '<a href="#failed"><b>2</b> failed</a>' in outer and "900px" not in page
+    assert outer.count("<details") == 2
+
+
+def test_batch_report_frames_grow_to_their_pages_in_chromium(batch_with_failures, tmp_path):
+    import re
+
+    from test_report import CHROMIUM, chromium
+
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed at /usr/bin/chromium (`make chromium` installs Debian's)")
+    out = tmp_path / "r.html"
+    assert main(["report", str(batch_with_failures), "-o", str(out)]) == 0
+    opened = tmp_path / "opened.html"  # the same page with every video's section opened, as a reader would, then
+    # measured a moment later from the batch page: each frame's inner height and the height of the page inside it
+    probe = ("<script>document.querySelectorAll('details').forEach(function(d){d.open=true});"
+             "setTimeout(function(){document.querySelectorAll('iframe').forEach(function(f){"
+             "f.dataset.inner=f.contentWindow.innerHeight;f.dataset.content=f.contentDocument.documentElement.scrollHeight;"
+             "})},3000)</script></body>")  # fmt: skip
+    opened.write_text(out.read_text(encoding="utf-8").replace("</body>", probe), encoding="utf-8")
+    proc = chromium(tmp_path, "--window-size=1200,900", "--dump-dom", opened.as_uri())
+    frames = re.findall(r"<iframe [^>]*>", proc.stdout)
+    assert len(frames) == 2, proc.stderr[-2000:]
+    for f in frames:
+        height = int(re.search(r'data-height="(\d+)"', f).group(1))  # the height the embedded page reported
+        assert f"height: {height}px" in f and height > 600  # taller than the default frame
+        inner = int(re.search(r'data-inner="(\d+)"', f).group(1))
+        content = int(re.search(r'data-content="(\d+)"', f).group(1))
+        assert inner == height and content <= inner, f  # the whole page fits its frame: nothing scrolls inside

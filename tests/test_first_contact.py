@@ -203,3 +203,71 @@ def test_batch_report_frames_grow_to_their_pages_in_chromium(batch_with_failures
         inner = int(re.search(r'data-inner="(\d+)"', f).group(1))
         content = int(re.search(r'data-content="(\d+)"', f).group(1))
         assert inner == height and content <= inner, f  # the whole page fits its frame: nothing scrolls inside
+
+
+# 1. release hygiene: a licence, the third-party notices, a README that reads the same on an index page -----
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_licence_and_third_party_notices():
+    import json
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert project["license"] == "MIT" and set(project["license-files"]) == {"LICENSE", "THIRD_PARTY_NOTICES"}
+    licence = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert licence.startswith("MIT License") and "the emoreel authors" in licence
+    notices = (ROOT / "THIRD_PARTY_NOTICES").read_text(encoding="utf-8")
+    card = json.loads((ROOT / "src/emoreel/models/centerface.json").read_text(encoding="utf-8"))
+    assert card["license"]["text"] in notices and card["sha256"] in notices  # CenterFace's MIT notice, the file it covers
+    for model in ("emoreel-fer", "emoreel-fer-int8"):  # every data set a shipped model learned from is named, with its terms
+        data = json.dumps(json.loads((ROOT / f"src/emoreel/models/{model}.json").read_text(encoding="utf-8"))["training"])
+        named = set(re.findall(r"(fer2013|webfaces)", data.lower()))
+        assert named and all(n in notices.lower() for n in named), (model, named)
+    assert "research use" in notices and "Apache-2.0" in notices
+
+
+def test_readme_links_work_on_a_package_index():
+    """An index page shows the README without the repository: a relative link or image there is broken."""
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = re.findall(r"\]\(([^)\s]+)", readme) + re.findall(r'(?:src|href)="([^"]+)"', readme)
+    assert all(re.match(r"https?://", t) for t in targets), [t for t in targets if not re.match(r"https?://", t)]
+    assert "pip install emoreel" not in readme  # not on an index yet: the README says how to install from a clone
+
+
+# 4. the GPU route: one onnxruntime distribution, and a warning from the installed metadata when there are two ---
+
+
+def _installed(site: Path, name: str, version: str) -> Path:
+    """A distribution's installed metadata (what pip leaves in site-packages), in a folder put on the path."""
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n", encoding="utf-8")
+    return site
+
+
+def test_two_onnxruntime_distributions_are_named_in_one_warning(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from emoreel import runtime
+
+    if runtime.runtime_conflict() is not None:
+        pytest.skip("this environment already has two onnxruntime distributions")
+    site = _installed(tmp_path / "site", "onnxruntime-gpu", "1.22.0")
+    monkeypatch.syspath_prepend(str(site))
+    message = runtime.runtime_conflict()
+    assert message is not None and "onnxruntime-gpu 1.22.0" in message and runtime.GPU_ROUTE in message
+    # the command line says it once, in one line, and goes on (on CPU here)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT / "src")]), "EMOREEL_CACHE": str(tmp_path / "c")}
+    p = subprocess.run([sys.executable, "-m", "emoreel", "analyze", "--example", "-o", str(tmp_path / "o"), "--max-frames", "2",
+                        "-q", "--threads", "1"], capture_output=True, text=True, env=env)  # fmt: skip
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert p.returncode == 0 and len(lines) == 1, p.stderr
+    assert lines[0].startswith("emoreel: WARNING: onnxruntime ") and "onnxruntime-gpu 1.22.0" in lines[0]
+    assert "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu" in lines[0]

@@ -78,7 +78,9 @@ def test_frames_and_faces_as_they_come_over_http(shown):
         for t in st["timeline"]:  # a running timeline: segments in time order, up to the newest frame
             ends = [s[1] for s in t["segments"]]
             assert ends == sorted(ends) and max(ends) <= last.time_s + 1 / 30 + 1e-3
-        assert get(view, "/state.json", host="attacker.example:80").status == 403  # DNS rebinding: refused
+        for host in ("attacker.example:80", "127.0.0.1.attacker.example", "[attacker]:80"):  # DNS rebinding: refused
+            assert get(view, "/state.json", host=host).status == 403
+        assert get(view, "/state.json", host="localhost:9000").status == 200  # e.g. through ssh -L 9000:127.0.0.1:PORT
         view.finish()
         r = get(view, f"/frame.jpg?after={last.index}")
         assert r.status == 204 and r.getheader("X-Done") == "1" and json.loads(get(view, "/state.json").read())["done"]

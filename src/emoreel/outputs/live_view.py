@@ -12,8 +12,8 @@ come, the current emotion of each face and a running timeline. No GUI build of O
 * ``/state.json``: the frame, each face's current label (track, person, held emotion and probability, or
   why it is not classified) and the timeline of the last ``window_s`` seconds per track.
 
-Requests whose ``Host`` is not this server's own address are refused (a web page elsewhere cannot read the
-camera through DNS rebinding).
+Requests whose ``Host`` is not a name of this machine (127.0.0.1, localhost) are refused: a web page elsewhere
+cannot read the camera through DNS rebinding.
 """
 
 from __future__ import annotations
@@ -107,10 +107,9 @@ class LiveView:
             live = view
 
         try:
-            self.server = ThreadingHTTPServer(("127.0.0.1", int(port)), Handler)
+            self.server = _Server(("127.0.0.1", int(port)), Handler)
         except OSError as e:
             raise OutputError(f"cannot serve the live view on 127.0.0.1:{port}: {e.strerror}") from None
-        self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/"
         self._thread: threading.Thread | None = None
@@ -185,6 +184,13 @@ class LiveView:
                 .replace("%COLOURS%", json.dumps(colours)))  # fmt: skip
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:  # a request gone wrong is a debug line, not a traceback
+        log.debug("live view: request from %s failed", client_address, exc_info=True)
+
+
 class _Handler(BaseHTTPRequestHandler):
     live: LiveView
     server_version = "emoreel-live"
@@ -205,8 +211,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        own = {f"127.0.0.1:{self.live.port}", f"localhost:{self.live.port}"}
-        if self.headers.get("Host", "") not in own:
+        try:
+            host = urlsplit("//" + self.headers.get("Host", "")).hostname
+        except ValueError:  # e.g. a bracketed name that is no address
+            host = None
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            # any port (`ssh -L 9000:127.0.0.1:PORT` arrives as localhost:9000), never another name
             self._send(403, b"only this machine's own address may ask\n", "text/plain")
             return
         url = urlsplit(self.path)

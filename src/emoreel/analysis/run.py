@@ -103,9 +103,13 @@ class RunSummary:
     tracks: int
     seconds: float
     complete: bool
+    already_complete: bool = False  # --resume found a finished run of this input and these options: nothing done
 
     def line(self) -> str:
         rate = self.frames / self.seconds if self.seconds > 0 else 0.0
+        if self.already_complete:
+            return (f"already complete: {self.frames} frames, {self.faces} faces in {self.tracks} tracks; nothing to resume "
+                    f"in {self.out_dir / 'results.csv'} (--force analyzes again)")
         if self.faces == 0:
             return f"no faces found in {self.frames} frames; header-only results in {self.out_dir / 'results.csv'}"
         return (
@@ -122,7 +126,7 @@ def analyze_to_dir(
     out_dir: str | Path,
     options: AnalyzeOptions | None = None,
     force: bool = False,
-    progress: ProgressFn | None = None,
+    progress: ProgressFn | bool | None = None,
     analyzer: Analyzer | None = None,
     resume: bool = False,
 ) -> RunSummary:
@@ -132,7 +136,17 @@ def analyze_to_dir(
     every finished frame and leaves ``complete: false`` in run.json. ``resume``
     continues such a run after its last finished frame (same options, model and
     input, else :class:`InputError`; see :mod:`emoreel.analysis.resume`).
+    ``progress=True`` draws the command line's progress line (frames, frames/s, ETA) on stderr;
+    a function is called with ``(frames done, frames expected or None)`` instead.
     """
+    if isinstance(progress, bool):
+        from ..progress import Progress
+
+        bar = Progress(enabled=progress)
+        try:
+            return analyze_to_dir(source, out_dir, options, force, bar if progress else None, analyzer, resume)
+        finally:
+            bar.close()
     o = (options or AnalyzeOptions()).validate()
     plan = None
     if resume and not force:
@@ -141,7 +155,7 @@ def analyze_to_dir(
             with _open(source, o) as src:
                 plan.check(_resume_identity(src.info, o))
             faces, accepted, tracks = plan.counts()
-            return RunSummary(plan.out, plan.frames_done, faces, accepted, len(tracks), 0.0, True)
+            return RunSummary(plan.out, plan.frames_done, faces, accepted, len(tracks), 0.0, True, already_complete=True)
     check_output_dir(out_dir, force or plan is not None)  # before the models load
     src = _open(source, plan.source_options(o) if plan else o)
     own = analyzer is None

@@ -378,7 +378,7 @@ def run_batch(
                             queue[:] = [q for q in queue if q.key.split("/")[0] != v.folder]
                     write_csv()
                 for k, n in eng.progress().items():
-                    if k in attempts:
+                    if k in eng.running:  # a finished task's last count is in done_frames: never counted twice
                         live[k] = n
                 report()
         except KeyboardInterrupt:

@@ -27,6 +27,8 @@ from .images import MAX_IMAGE_PIXELS, ImageTooLarge, encodable, image_root, imag
 log = logging.getLogger(__name__)
 
 MAX_CAMERA = 1023
+VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".mts",
+                  ".m2ts", ".3gp", ".ogv"}  # fmt: skip
 RESYNC_STEPS_S = (0.5, 1.0, 2.0, 4.0, 8.0)  # after a read error: seek this far past the last good frame, in turn
 
 
@@ -65,6 +67,20 @@ def exact_fps(fps: float) -> Fraction:
         if abs(fps - float(ntsc)) < 0.006:
             return ntsc
     return Fraction(fps).limit_denominator(1001)
+
+
+def no_images_hint(source: str) -> str:
+    """The error for a folder or glob without images: one that holds videos points to ``batch``."""
+    import glob as _glob
+    from shlex import quote
+
+    p = Path(source)
+    found = sorted(str(f) for f in p.iterdir()) if p.is_dir() else _glob.glob(source)
+    videos = [f for f in found if Path(f).suffix.lower() in VIDEO_SUFFIXES and Path(f).is_file()]
+    if not videos:
+        return f"no images found in {source}"
+    return (f"no images found in {source}, but {len(videos)} video{'s' if len(videos) > 1 else ''}: analyze takes one "
+            f"video (emoreel analyze {quote(videos[0])} -o OUT_DIR); for all of them: emoreel batch {quote(source)} -o ROOT")
 
 
 class VideoSource:
@@ -138,7 +154,7 @@ class VideoSource:
         images = list_images(source)
         if images is not None:
             if not images:
-                raise InputError(f"no images found in {source}")
+                raise InputError(no_images_hint(source))
             self._open_images(images, image_root(source), image_fps, source)
             return
         p = Path(source)

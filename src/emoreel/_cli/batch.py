@@ -67,7 +67,7 @@ class BatchLine:
 
 
 def run(args) -> int:
-    from ..batch.runner import run_batch
+    from ..batch.runner import run_batch, shown
     from ..batch.engines import cpu_count
 
     opts = options_from_args(args)
@@ -92,7 +92,7 @@ def run(args) -> int:
     print(summary.line())
     for v in summary.videos:
         if v.status == "failed":
-            print(f"failed: {v.input}: {v.reason}", file=sys.stderr)
+            print(f"failed: {shown(v.input)}: {shown(v.reason)}", file=sys.stderr)
     return 0 if summary.ok else 1
 
 
@@ -111,6 +111,7 @@ def extract_over_batch(args, run_one) -> int:
     from ..batch.runner import batch_videos
     from ..errors import InputError, OutputError
     from ..media.video import probe
+    from ..results import csv_safe
 
     root, out = Path(args.results), Path(args.out)
     videos = batch_videos(root)
@@ -144,7 +145,7 @@ def extract_over_batch(args, run_one) -> int:
                     rows = list(csv.reader(fh))
                 if rows:
                     headers[table] = ["video", "folder", *rows[0]]
-                    tables[table] += [[v["input"], v["folder"], *r] for r in rows[1:]]
+                    tables[table] += [[csv_safe(v["input"]), csv_safe(v["folder"]), *r] for r in rows[1:]]
         if sub.reel and Path(sub.reel).exists():
             reels.append(Path(sub.reel))
     for table, rows in tables.items():

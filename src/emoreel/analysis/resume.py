@@ -94,7 +94,7 @@ def read_meta(out_dir: str | Path) -> dict | None:
 
 def read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
     """Header and complete rows of a results.csv (a torn last line is dropped)."""
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # a byte-order mark: saved by a spreadsheet
         r = csv.reader(fh)
         header = next(r, None)
         if header is None:

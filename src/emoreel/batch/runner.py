@@ -23,6 +23,7 @@ import glob
 import hashlib
 import io
 import logging
+import math
 import os
 import re
 import shutil
@@ -36,7 +37,7 @@ from ..analysis.resume import differing_params, read_meta
 from ..analysis.stitch import Part, merge_parts, part_ranges
 from ..config import AnalyzeOptions
 from ..errors import DataError, EmoreelError, InputError, OutputError
-from ..results import RUN_JSON, atomic_write_text, write_error
+from ..results import RUN_JSON, atomic_write_text, csv_safe, csv_unsafe, write_error
 from .tasks import Task, one_line, pack_dir, unpack_dir
 
 log = logging.getLogger(__name__)
@@ -120,8 +121,23 @@ class Video:
     done_parts: set[int] = field(default_factory=set)
 
     def row(self) -> list[str]:
-        return [self.input, self.folder, self.status, str(self.frames), str(self.faces), str(self.tracks),
-                f"{self.duration_s:.3f}", f"{self.wall_s:.1f}", str(self.attempts), str(self.parts or ""), self.reason]  # fmt: skip
+        """The cells of batch.csv: text a spreadsheet will not run as a formula, names that are not UTF-8 shown with \ufffd."""
+        return [csv_safe(shown(self.input)), csv_safe(self.folder), self.status, str(self.frames), str(self.faces),
+                str(self.tracks), f"{self.duration_s:.3f}", f"{self.wall_s:.1f}", str(self.attempts), str(self.parts or ""),
+                csv_safe(shown(self.reason))]  # fmt: skip
+
+
+def shown(text: str) -> str:
+    """``text`` as it can be written to a UTF-8 file: bytes of a file name that are not UTF-8 become \ufffd."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 @dataclass
@@ -248,6 +264,9 @@ def run_batch(
         raise InputError("--retries must be 0 or more")
     if split is not None and split < 1:
         raise InputError("--split must be at least 1")
+    if chunk_minutes is not None and not (isinstance(chunk_minutes, (int, float)) and math.isfinite(chunk_minutes)
+                                          and chunk_minutes > 0):  # fmt: skip
+        raise InputError(f"--chunk-minutes must be a number of minutes above 0, not {chunk_minutes}")
     o = _normalise((options or AnalyzeOptions()).validate())
     root = Path(root)
     if root.exists() and not root.is_dir():
@@ -273,6 +292,9 @@ def run_batch(
         queue: list[Task] = []
         for v in videos:
             out = root / v.folder
+            if not is_utf8(v.input):
+                v.status, v.reason = "failed", f"the file name is not UTF-8 (rename it): {shown(v.input)}"
+                continue
             if not Path(v.input).is_file():
                 v.status, v.reason = "failed", (f"no such file: {v.input}" if not Path(v.input).exists() else
                                                 f"not a file: {v.input}")  # fmt: skip
@@ -410,12 +432,12 @@ def run_batch(
 def _earlier_rows(root: Path, folders: set[str]) -> list[list[str]]:
     """Rows of an existing batch.csv for videos this run does not name (kept, so ROOT lists all its videos)."""
     try:
-        with open(root / BATCH_CSV, newline="", encoding="utf-8") as fh:
+        with open(root / BATCH_CSV, newline="", encoding="utf-8-sig") as fh:
             r = csv.reader(fh)
             header = next(r, None)
             if header is None or tuple(header) != BATCH_COLUMNS:
                 return []
-            return [row for row in r if len(row) == len(header) and row[1] not in folders]
+            return [row for row in r if len(row) == len(header) and csv_unsafe(row[1]) not in folders]
     except OSError:
         return []
 
@@ -460,12 +482,12 @@ def _read_batch_csv(root: Path) -> list[dict] | None:
     """Rows of ``root/batch.csv`` (None: its header is not :data:`BATCH_COLUMNS`); :class:`DataError` if unreadable."""
     path = root / BATCH_CSV
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # a byte-order mark: saved by a spreadsheet
             r = csv.reader(fh)
             header = next(r, None)
             if header is None or tuple(header) != BATCH_COLUMNS:
                 return None
-            return [dict(zip(header, row)) for row in r if len(row) == len(header)]
+            return [dict(zip(header, map(csv_unsafe, row))) for row in r if len(row) == len(header)]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
 

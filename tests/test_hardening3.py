@@ -1,0 +1,183 @@
+"""Issue 23 (hardening, round 3): batches, resume, split and extract under hostile input. Each test names its item."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from emoreel.cli import main
+from emoreel.media.sample import make_example_video
+from emoreel.results import RESULTS_CSV, RUN_JSON, load_results
+
+
+def cli(capsys, *args) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr().err.strip()
+
+
+def one_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def read_batch(root: Path) -> list[dict]:
+    with open(root / "batch.csv", newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def make_incomplete(out: Path, keep_below: int) -> None:
+    """What a kill leaves: rows of the frames before ``keep_below``, run.json not complete and not finished."""
+    meta = json.loads((out / RUN_JSON).read_text())
+    meta.update(complete=False, finished=None, last_frame=None)
+    (out / RUN_JSON).write_text(json.dumps(meta))
+    with open(out / RESULTS_CSV, newline="", encoding="utf-8-sig") as fh:
+        rows = list(csv.reader(fh))
+    with open(out / RESULTS_CSV, "w", newline="") as fh:
+        csv.writer(fh, lineterminator="\n").writerows([rows[0], *(r for r in rows[1:] if int(r[0]) < keep_below)])
+
+
+@pytest.fixture(scope="module")
+def vids(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("v3")
+    make_example_video(d / "clip.mp4", frames=12, size=(320, 180), face_px=150)
+    make_example_video(d / "-1+2.mp4", frames=12, size=(320, 180), face_px=150)  # its folder name starts with '-'
+    make_example_video(d / "other.mp4", frames=12, size=(320, 180), face_px=100)  # same length, another video
+    return d
+
+
+@pytest.fixture(scope="module")
+def analyzed(vids, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("r3") / "res"
+    assert main(["analyze", str(vids / "clip.mp4"), "-o", str(out), "-q", "--threads", "1"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def batch_root(vids, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("b3") / "root"
+    main(["batch", str(vids / "clip.mp4"), str(vids / "-1+2.mp4"), "-o", str(root), "-q", "--threads", "1", "--workers", "1"])
+    assert [r["status"] for r in read_batch(root)] == ["complete", "complete"]
+    return root
+
+
+def copy_root(root: Path, dst: Path) -> Path:
+    shutil.copytree(root, dst, ignore=shutil.ignore_patterns(".batch.lock"))
+    return dst
+
+
+# 2. a file name that is not UTF-8 fails alone ----------------------------------------------------------------
+
+
+def test_item2_batch_with_a_name_that_is_not_utf8(capsys, vids, tmp_path):
+    bad = tmp_path / os.fsdecode(b"bad\xff.mp4")
+    shutil.copy(vids / "clip.mp4", bad)
+    root = tmp_path / "root"
+    code, err = cli(capsys, "batch", str(bad), str(vids / "clip.mp4"), "-o", root, "-q", "--threads", "1", "--workers", "1")
+    assert code != 0 and "Traceback" not in err
+    rows = read_batch(root)
+    assert [r["status"] for r in rows] == ["failed", "complete"]
+    assert "UTF-8" in rows[0]["reason"]
+    code, err = cli(capsys, "batch", str(bad), str(vids / "clip.mp4"), "-o", root, "-q", "--threads", "1")
+    assert [r["status"] for r in read_batch(root)] == ["failed", "skipped"]
+
+
+# 3. a run stopped before its first row is resumed afresh ---------------------------------------------------
+
+
+
+
+# 4. a replaced input is noticed ----------------------------------------------------------------------------
+
+
+
+
+
+
+# 5. batch.csv's folder column stays inside the root ----------------------------------------------------------
+
+
+
+
+# 7. damaged results folders -----------------------------------------------------------------------------------
+
+
+def _damage_csv(out: Path, column: str, value: str) -> None:
+    with open(out / RESULTS_CSV, newline="") as fh:
+        rows = list(csv.reader(fh))
+    rows[1][rows[0].index(column)] = value
+    with open(out / RESULTS_CSV, "w", newline="") as fh:
+        csv.writer(fh, lineterminator="\n").writerows(rows)
+
+
+
+
+
+
+# 8. resume after the input got shorter -------------------------------------------------------------------------
+
+
+
+
+# 13. formula injection in batch.csv and in the manifests of extract ROOT ---------------------------------
+
+
+def test_item13_batch_csv_cells_are_quoted(capsys, vids, batch_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "root"
+    code, _ = cli(capsys, "batch", "=2+3.mp4", "@SUM(1).mp4", "-o", root, "-q")
+    assert code != 0
+    with open(root / "batch.csv", newline="") as fh:
+        cells = [c for row in csv.reader(fh) for c in row]
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@")]
+    rows = read_batch(root)
+    assert rows[0]["input"] == "'=2+3.mp4" and rows[1]["input"] == "'@SUM(1).mp4"
+    # a second run naming another input keeps the earlier rows as they were (quoted once)
+    cli(capsys, "batch", "+x.mp4", "-o", root, "-q")
+    assert {r["input"] for r in read_batch(root)} == {"'+x.mp4", "'=2+3.mp4", "'@SUM(1).mp4"}
+
+
+def test_item13_extract_root_manifests_are_quoted(capsys, batch_root, tmp_path):
+    out = tmp_path / "x"
+    assert main(["extract", str(batch_root), "-o", str(out), "--emotion", "happy", "--best", "1", "-q"]) == 0
+    with open(out / "manifest.csv", newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert len({r[1] for r in rows[1:]}) == 2  # crops of both videos
+    assert not [c for row in rows for c in row if c[:1] in ("=", "+", "-", "@")]
+
+
+# 14. --chunk-minutes -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["nan", "0", "-1", "inf"])
+def test_item14_bad_chunk_minutes_are_refused_before_the_root_is_made(capsys, vids, tmp_path, value):
+    root = tmp_path / "root"
+    code, err = cli(capsys, "batch", vids / "clip.mp4", "-o", root, "-q", "--chunk-minutes", value)
+    assert code == 2 and "--chunk-minutes" in one_line(err)
+    assert not root.exists()
+
+
+# 15. a results.csv with a byte-order mark -------------------------------------------------------------------
+
+
+def test_item15_results_with_a_byte_order_mark(capsys, vids, analyzed, tmp_path):
+    out = shutil.copytree(analyzed, tmp_path / "res")
+    (out / RESULTS_CSV).write_bytes(b"\xef\xbb\xbf" + (out / RESULTS_CSV).read_bytes())
+    assert len(load_results(out)) == len(load_results(analyzed))
+    make_incomplete(out, keep_below=6)
+    (out / RESULTS_CSV).write_bytes(b"\xef\xbb\xbf" + (out / RESULTS_CSV).read_bytes())
+    code, err = cli(capsys, "analyze", vids / "clip.mp4", "-o", out, "-q", "--threads", "1", "--resume")
+    assert code == 0, err
+    assert load_results(out).meta["complete"] and len(load_results(out)) == len(load_results(analyzed))
+
+
+# 16. two extracts into one -o at once ------------------------------------------------------------------------
+
+

@@ -12,7 +12,7 @@ import pytest
 
 from emoreel.cli import main
 from emoreel.media.sample import make_example_video
-from emoreel.results import RESULTS_CSV, RUN_JSON, load_results
+from emoreel.results import RESULTS_CSV, RUN_JSON, csv_unsafe, load_results
 
 
 def cli(capsys, *args) -> tuple[int, str]:
@@ -92,13 +92,45 @@ def test_item2_batch_with_a_name_that_is_not_utf8(capsys, vids, tmp_path):
 # 3. a run stopped before its first row is resumed afresh ---------------------------------------------------
 
 
+def test_item3_resume_of_a_run_stopped_before_its_first_row(capsys, vids, analyzed, tmp_path):
+    out = shutil.copytree(analyzed, tmp_path / "res")
+    make_incomplete(out, keep_below=0)
+    code, err = cli(capsys, "analyze", vids / "clip.mp4", "-o", out, "-q", "--threads", "1", "--resume")
+    assert code == 0, err
+    res, ref = load_results(out), load_results(analyzed)
+    assert res.meta["complete"] and len(res) == len(ref)
 
 
 # 4. a replaced input is noticed ----------------------------------------------------------------------------
 
 
+def test_item4_batch_redoes_a_replaced_input(capsys, vids, batch_root, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    video = src / "v.mp4"
+    shutil.copy(vids / "clip.mp4", video)
+    root = tmp_path / "root"
+    assert main(["batch", str(video), "-o", str(root), "-q", "--threads", "1"]) == 0
+    rows_a = len(load_results(root / read_batch(root)[0]["folder"]))
+    shutil.copy(vids / "other.mp4", video)  # same path, another video
+    assert main(["batch", str(video), "-o", str(root), "-q", "--threads", "1"]) == 0
+    row = read_batch(root)[0]
+    assert row["status"] == "complete"
+    res = load_results(root / row["folder"])
+    assert res.meta["input"]["size"] == video.stat().st_size
+    assert rows_a > 0 and len(res) > 0
 
 
+def test_item4_resume_refuses_a_replaced_input(capsys, vids, analyzed, tmp_path):
+    video = tmp_path / "v.mp4"
+    shutil.copy(vids / "clip.mp4", video)
+    out = tmp_path / "res"
+    assert main(["analyze", str(video), "-o", str(out), "-q", "--threads", "1"]) == 0
+    make_incomplete(out, keep_below=6)
+    shutil.copy(vids / "other.mp4", video)
+    code, err = cli(capsys, "analyze", video, "-o", out, "-q", "--threads", "1", "--resume")
+    assert code == 2 and "changed" in one_line(err)
+    assert not load_results(out).meta["complete"]
 
 
 # 5. batch.csv's folder column stays inside the root ----------------------------------------------------------
@@ -117,13 +149,56 @@ def _damage_csv(out: Path, column: str, value: str) -> None:
         csv.writer(fh, lineterminator="\n").writerows(rows)
 
 
+@pytest.mark.parametrize("damage", ["frame", "nan_box", "columns", "run_json_type"])
+def test_item7_resume_of_a_damaged_folder_is_one_line(capsys, vids, analyzed, tmp_path, damage):
+    out = shutil.copytree(analyzed, tmp_path / "res")
+    make_incomplete(out, keep_below=8)
+    if damage == "frame":
+        _damage_csv(out, "frame", "abc")
+    elif damage == "nan_box":
+        _damage_csv(out, "x", "nan")
+    elif damage == "columns":
+        text = (out / RESULTS_CSV).read_text().splitlines()
+        (out / RESULTS_CSV).write_text("".join(",".join(ln.split(",")[:5]) + "\n" for ln in text))
+    else:
+        meta = json.loads((out / RUN_JSON).read_text())
+        meta["input"] = "clip.mp4"
+        (out / RUN_JSON).write_text(json.dumps(meta))
+    code, err = cli(capsys, "analyze", vids / "clip.mp4", "-o", out, "-q", "--threads", "1", "--resume")
+    assert code == 2 and str(out) in one_line(err)
 
 
+def test_item7_one_bad_folder_fails_alone_in_a_batch(capsys, caplog, vids, batch_root, tmp_path):
+    root = copy_root(batch_root, tmp_path / "root")
+    rows = read_batch(root)
+    _damage_csv(root / csv_unsafe(rows[1]["folder"]), "x", "nan")
+    # the report leaves out what it cannot read
+    code, err = cli(capsys, "report", root, "-o", tmp_path / "r.html")
+    assert code == 0 and "Traceback" not in err and "left out of the report" in caplog.text
+    assert (tmp_path / "r.html").read_text().count("<details") == 1
+    # a rerun redoes the folder whose run.json has entries of the wrong type
+    meta_path = root / csv_unsafe(rows[0]["folder"]) / RUN_JSON
+    meta = json.loads(meta_path.read_text())
+    meta["params"] = [1, 2]
+    meta_path.write_text(json.dumps(meta))
+    code, err = cli(capsys, "batch", vids / "clip.mp4", vids / "-1+2.mp4", "-o", root, "-q", "--threads", "1")
+    assert "Traceback" not in err
+    assert read_batch(root)[0]["status"] == "complete"
+    assert load_results(root / rows[0]["folder"]).meta["complete"]
 
 
 # 8. resume after the input got shorter -------------------------------------------------------------------------
 
 
+def test_item8_resume_after_the_input_got_shorter(capsys, vids, tmp_path):
+    video = tmp_path / "v.mp4"
+    make_example_video(video, frames=30, size=(320, 180), face_px=150)
+    out = tmp_path / "res"
+    assert main(["analyze", str(video), "-o", str(out), "-q", "--threads", "1"]) == 0
+    make_incomplete(out, keep_below=28)
+    shutil.copy(vids / "clip.mp4", video)  # 12 frames now
+    code, err = cli(capsys, "analyze", video, "-o", out, "-q", "--threads", "1", "--resume")
+    assert code == 2 and "--force" in one_line(err)
 
 
 # 13. formula injection in batch.csv and in the manifests of extract ROOT ---------------------------------

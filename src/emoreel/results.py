@@ -498,3 +498,6 @@ def _check_meta(meta: dict, path: Path) -> None:
             need(v is None or number(v), f"params.{key}", "a number")
     for key in ("started", "finished", "emoreel_version", "schema"):
         need(meta.get(key) is None or isinstance(meta.get(key), str), key, "text")
+
+
+check_meta = _check_meta

@@ -33,7 +33,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..analysis.resume import differing_params, read_meta
+from ..analysis.resume import differing_params, file_stamp, read_meta, same_file
 from ..analysis.stitch import Part, merge_parts, part_ranges
 from ..config import AnalyzeOptions
 from ..errors import DataError, EmoreelError, InputError, OutputError
@@ -217,7 +217,8 @@ def _normalise(o: AnalyzeOptions) -> AnalyzeOptions:
 def _same_run(meta: dict | None, params: dict, model_sha: str, path: str) -> bool:
     return (meta is not None and not differing_params(meta.get("params") or {}, params)
             and (meta.get("model") or {}).get("sha256") == model_sha
-            and (meta.get("input") or {}).get("path") == str(Path(path).resolve()))  # fmt: skip
+            and (meta.get("input") or {}).get("path") == str(Path(path).resolve())
+            and same_file(meta.get("input") or {}, file_stamp(path)))  # a file replaced at that path: analysed again  # fmt: skip
 
 
 def _plan(key: str, path: str, out: Path, params: dict, model_sha: str) -> Task | None:
@@ -492,6 +493,17 @@ def _read_batch_csv(root: Path) -> list[dict] | None:
         raise DataError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
 
 
+def plain_folder(root: Path, name: str) -> bool:
+    """``name`` is one folder inside ``root``: no separators, no ``..``, not a link (batch.csv may have been edited)."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or os.sep in name or "\0" in name:
+        return False
+    p = root / name
+    try:
+        return not p.is_symlink() and p.resolve().parent == root.resolve()
+    except (OSError, RuntimeError):
+        return False
+
+
 def batch_videos(root: str | Path) -> list[dict]:
     """Rows of ``root/batch.csv`` whose results folder holds a complete run (in batch order)."""
     root = Path(root)
@@ -500,6 +512,9 @@ def batch_videos(root: str | Path) -> list[dict]:
         raise DataError(f"{root / BATCH_CSV} is not a batch list written by emoreel batch (its columns differ)")
     out = []
     for r in rows:
+        if not plain_folder(root, r["folder"]):
+            log.warning("%s: folder %r is not a plain folder name inside %s; left out", root / BATCH_CSV, r["folder"], root)
+            continue
         meta = read_meta(root / r["folder"])
         if r.get("status") in ("complete", "skipped") and meta is not None and meta.get("complete"):
             out.append({**r, "dir": root / r["folder"]})

@@ -136,6 +136,29 @@ def test_item4_resume_refuses_a_replaced_input(capsys, vids, analyzed, tmp_path)
 # 5. batch.csv's folder column stays inside the root ----------------------------------------------------------
 
 
+@pytest.mark.parametrize("how", ["dotdot", "symlink"])
+def test_item5_folders_outside_the_root_are_not_followed(capsys, batch_root, tmp_path, how):
+    root = copy_root(batch_root, tmp_path / "b" / "deep" / "root")
+    rows = read_batch(root)
+    victim = tmp_path / "b" / "victim"
+    shutil.copytree(root / rows[0]["folder"], victim)
+    if how == "dotdot":
+        rows[0]["folder"] = "../../victim"
+    else:
+        os.symlink(victim, root / "link")
+        rows[0]["folder"] = "link"
+    with open(root / "batch.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    out = tmp_path / "o" / "a" / "x"
+    code, err = cli(capsys, "extract", root, "-o", out, "--emotion", "happy", "--best", "1", "-q")
+    assert code == 0, err
+    assert not (tmp_path / "o" / "victim").exists()
+    with open(out / "manifest.csv", newline="") as fh:
+        assert {r["folder"] for r in csv.DictReader(fh)} == {rows[1]["folder"]}
+    assert main(["report", str(root), "-o", str(tmp_path / "r.html")]) == 0
+    assert (tmp_path / "r.html").read_text().count("<details") == 1
 
 
 # 7. damaged results folders -----------------------------------------------------------------------------------
@@ -256,3 +279,13 @@ def test_item15_results_with_a_byte_order_mark(capsys, vids, analyzed, tmp_path)
 # 16. two extracts into one -o at once ------------------------------------------------------------------------
 
 
+def test_item16_a_second_extract_into_a_folder_in_use_is_refused(capsys, analyzed, tmp_path):
+    from emoreel.outputs.output_dir import OutputDir
+
+    out = tmp_path / "x"
+    with OutputDir(out) as tmp:  # a first extract, still writing
+        (tmp / "mine.txt").write_text("first")
+        code, err = cli(capsys, "extract", analyzed, "-o", out, "--emotion", "happy", "--best", "1", "-q")
+        assert code == 2 and "in use" in one_line(err)
+        assert (tmp / "mine.txt").exists()
+    assert (out / "mine.txt").read_text() == "first"

@@ -289,3 +289,52 @@ def test_item16_a_second_extract_into_a_folder_in_use_is_refused(capsys, analyze
         assert code == 2 and "in use" in one_line(err)
         assert (tmp / "mine.txt").exists()
     assert (out / "mine.txt").read_text() == "first"
+
+
+
+# 11. ** globs and symlink loops: one input per real file -----------------------------------------------------
+
+
+def test_item11_globs_through_symlink_loops_find_each_file_once(vids, tmp_path):
+    from emoreel.batch.runner import collect_inputs
+
+    d = tmp_path / "shows"
+    (d / "sub").mkdir(parents=True)
+    shutil.copy(vids / "clip.mp4", d / "sub" / "clip.mp4")
+    os.symlink(d, d / "sub" / "loop")  # a link back up: ** would walk it again and again
+    os.symlink(d / "sub" / "clip.mp4", d / "alias.mp4")  # the same file under another name
+    assert len(collect_inputs([f"{d}/**/*.mp4"], recursive=True)) == 1
+    assert len(collect_inputs([str(d)], recursive=True)) == 1
+    assert len(collect_inputs([str(d / "alias.mp4"), str(d / "sub" / "clip.mp4")])) == 1
+
+
+# --workers bounds, and a failed start leaves no root behind ------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", ["0", "1000"])
+def test_workers_out_of_range_are_refused_before_the_root_is_made(capsys, vids, tmp_path, workers):
+    root = tmp_path / "root"
+    code, err = cli(capsys, "batch", vids / "clip.mp4", "-o", root, "-q", "--workers", workers)
+    assert code == 2 and "--workers" in one_line(err)
+    assert not root.exists()
+
+
+def test_a_failed_start_leaves_no_empty_root(capsys, vids, tmp_path):
+    pytest.importorskip("ray")
+    root = tmp_path / "root"
+    code, err = cli(capsys, "batch", vids / "clip.mp4", "-o", root, "-q", "--engine", "ray", "--address", "127.0.0.1:1")
+    assert code == 2 and "Ray" in one_line(err)
+    assert not root.exists()
+
+
+# 10. the reels of extract ROOT joined in a folder whose name has an apostrophe ----------------------------
+
+
+def test_item10_reel_in_a_path_with_an_apostrophe(capsys, batch_root, tmp_path):
+    out = tmp_path / "it's here" / "x"
+    reel = tmp_path / "it's here" / "reel.mp4"
+    code, err = cli(capsys, "extract", batch_root, "-o", out, "--emotion", "happy", "--reel", reel, "-q")
+    assert code == 0, err
+    from emoreel.media.video import probe
+
+    assert probe(reel).frame_count > 0

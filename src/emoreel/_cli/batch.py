@@ -96,6 +96,11 @@ def run(args) -> int:
     return 0 if summary.ok else 1
 
 
+def _concat_quote(path: str) -> str:
+    """``path`` quoted for an ffmpeg concat list: in single quotes, each ``'`` written as ``'\\''``."""
+    return "'" + path.replace("'", "'\\''") + "'"
+
+
 def extract_over_batch(args, run_one) -> int:
     """`emoreel extract ROOT`: run the extraction over every complete video of a batch.
 
@@ -163,7 +168,7 @@ def extract_over_batch(args, run_one) -> int:
             import imageio_ffmpeg
 
             lst = out / ".reels.txt"
-            lst.write_text("".join(f"file '{r.resolve()}'\n" for r in reels), encoding="utf-8")
+            lst.write_text("".join(f"file {_concat_quote(str(r.resolve()))}\n" for r in reels), encoding="utf-8")
             tmp = reel.with_name(f".{reel.name}.part.mp4")
             proc = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "concat", "-safe", "0",
                                    "-i", str(lst), "-c", "copy", str(tmp)], capture_output=True, text=True)  # fmt: skip

@@ -56,13 +56,14 @@ STATUSES = ("complete", "skipped", "failed", "incomplete", "pending")
 
 def collect_inputs(inputs: Iterable[str], recursive: bool = False, exclude: Path | None = None) -> list[str]:
     """Video files named by ``inputs``: files (kept even if missing: they are reported as failed),
-    folders (their videos; with ``recursive`` also in subfolders) and quoted globs. In order, without duplicates."""
+    folders (their videos; with ``recursive`` also in subfolders) and quoted globs. In order, without duplicates
+    (by the real file: a file reached through links, or again and again through a link loop, counts once)."""
     out: list[str] = []
     seen: set[str] = set()
     excl = exclude.resolve() if exclude is not None else None
 
     def add(p: str) -> None:
-        key = os.path.abspath(p)
+        key = os.path.realpath(p)  # one input per real file: links, ** through a link loop
         if excl is not None and Path(key).is_relative_to(excl):
             return  # the batch's own outputs
         if key not in seen:
@@ -85,6 +86,13 @@ def collect_inputs(inputs: Iterable[str], recursive: bool = False, exclude: Path
         else:
             add(arg)
     return out
+
+
+def max_workers() -> int:
+    """Most local workers: one per core (two on a one-core machine); more only add memory, not speed."""
+    from .engines import cpu_count
+
+    return max(2, cpu_count())
 
 
 def _natural(s: str):
@@ -268,6 +276,8 @@ def run_batch(
     if chunk_minutes is not None and not (isinstance(chunk_minutes, (int, float)) and math.isfinite(chunk_minutes)
                                           and chunk_minutes > 0):  # fmt: skip
         raise InputError(f"--chunk-minutes must be a number of minutes above 0, not {chunk_minutes}")
+    if isinstance(engine, str) and engine == "local" and not 1 <= workers <= max_workers():
+        raise InputError(f"--workers must be 1 to {max_workers()} (the cores of this machine); {workers} was given")
     o = _normalise((options or AnalyzeOptions()).validate())
     root = Path(root)
     if root.exists() and not root.is_dir():
@@ -276,6 +286,7 @@ def run_batch(
     if not paths:
         raise InputError("no input videos given")
     model_sha = sha256_file(resolve_model(o.model))  # a bad --model fails here, once, not per video
+    created = not root.exists()
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -284,7 +295,17 @@ def run_batch(
     eng = None
     t0 = time.perf_counter()
     try:
-        eng = create_engine(engine, workers, address) if isinstance(engine, str) else engine
+        try:
+            eng = create_engine(engine, workers, address) if isinstance(engine, str) else engine
+        except BaseException:
+            lock.close()
+            if created:  # a failed start leaves no root behind
+                (root / LOCK_FILE).unlink(missing_ok=True)
+                try:
+                    root.rmdir()
+                except OSError:
+                    pass
+            raise
         threads = eng.threads_per_task(o.threads)
         params = replace(o, threads=threads).to_dict()
         videos = [Video(p, folder_name(p)) for p in paths]

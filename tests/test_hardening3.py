@@ -6,8 +6,12 @@ import csv
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from emoreel.cli import main
@@ -338,3 +342,31 @@ def test_item10_reel_in_a_path_with_an_apostrophe(capsys, batch_root, tmp_path):
     from emoreel.media.video import probe
 
     assert probe(reel).frame_count > 0
+
+
+# 9. FIFOs are not read ---------------------------------------------------------------------------------------------
+
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+
+
+def _emoreel(*args, timeout=120) -> subprocess.CompletedProcess:
+    # the timeout only keeps a hanging run from hanging the test suite; it measures nothing
+    return subprocess.run([sys.executable, "-m", "emoreel", *map(str, args)], capture_output=True, text=True, env=ENV,
+                          timeout=timeout, stdin=subprocess.DEVNULL)  # fmt: skip
+
+
+def test_item9_fifo_video_is_refused_in_one_line(tmp_path):
+    fifo = tmp_path / "fifo.mp4"
+    os.mkfifo(fifo)
+    p = _emoreel("analyze", fifo, "-o", tmp_path / "o", "-q")
+    assert p.returncode == 2 and "not a regular file" in one_line(p.stderr)
+
+
+def test_item9_fifo_in_a_photo_glob_is_skipped(tmp_path):
+    d = tmp_path / "photos"
+    d.mkdir()
+    cv2.imwrite(str(d / "a.jpg"), np.full((64, 64, 3), 128, np.uint8))
+    os.mkfifo(d / "b.jpg")
+    p = _emoreel("analyze", f"{d}/*.jpg", "-o", tmp_path / "o", "-q")
+    assert p.returncode == 0, p.stderr
+    assert [i["name"] for i in load_results(tmp_path / "o").meta["images"]] == ["a.jpg"]

@@ -142,6 +142,10 @@ def list_images(source: str) -> list[str] | None:
         files = [source]
     elif any(ch in source for ch in "*?["):
         files = [f for f in _glob.glob(source) if Path(f).suffix.lower() in IMAGE_SUFFIXES]
+        special = [f for f in files if not Path(f).is_file()]
+        if special:  # a FIFO would block the reader forever; folders named like photos are not photos
+            log.warning("%d match(es) that are not regular files are left out, e.g. %r", len(special), special[0])
+            files = [f for f in files if Path(f).is_file()]
     else:
         return None
     bad = [f for f in files if not encodable(f)]

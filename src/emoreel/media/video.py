@@ -146,6 +146,8 @@ class VideoSource:
             raise InputError(f"no such file: {source}")
         if p.is_dir():
             raise InputError(f"{source} is a folder with no images")
+        if not p.is_file():  # a FIFO would block the decoder forever, a device read without end
+            raise InputError(f"{source} is not a regular file (a pipe, socket or device); give a video file")
         if not os.access(p, os.R_OK):
             raise InputError(f"cannot read {source}: permission denied")
         if not encodable(str(p)):

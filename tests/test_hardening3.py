@@ -370,3 +370,40 @@ def test_item9_fifo_in_a_photo_glob_is_skipped(tmp_path):
     p = _emoreel("analyze", f"{d}/*.jpg", "-o", tmp_path / "o", "-q")
     assert p.returncode == 0, p.stderr
     assert [i["name"] for i in load_results(tmp_path / "o").meta["images"]] == ["a.jpg"]
+
+
+# 12. workers die with their driver -------------------------------------------------------------------------------
+
+
+def test_item12_workers_end_when_the_driver_is_killed(vids, tmp_path):
+    import time
+
+    from emoreel.batch.runner import folder_name
+    from emoreel.errors import OutputError
+    from emoreel.media.encode import ffmpeg_exe
+    from emoreel.results import OutputLock
+
+    if ffmpeg_exe() is None:
+        pytest.skip("needs ffmpeg")
+    short = make_example_video(tmp_path / "short.mp4", frames=100, size=(192, 108), face_px=90)
+    video = tmp_path / "long.mp4"  # 100000 frames: the worker is still at work when its driver is killed
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-stream_loop", "999", "-i", str(short), "-c", "copy", str(video)], check=True)
+    root = tmp_path / "root"
+    proc = subprocess.Popen([sys.executable, "-m", "emoreel", "batch", str(video), "-o", str(root), "-q", "--threads", "1",
+                             "--workers", "1"], env=ENV, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    csv_path = root / folder_name(video) / RESULTS_CSV
+    deadline = time.time() + 120  # a safety net against a hang, not a measurement
+    while not (csv_path.exists() and len(csv_path.read_text().splitlines()) > 3):
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.1)
+    proc.kill()  # kill -9: the driver cleans nothing up
+    proc.wait()
+    deadline = time.time() + 60
+    while True:  # the worker holds the results folder's lock until it ends
+        try:
+            OutputLock(csv_path.parent).close()
+            break
+        except OutputError:
+            assert time.time() < deadline, "the worker outlived its driver"
+            time.sleep(0.2)
+    assert not load_results(csv_path.parent).meta["complete"]

@@ -22,6 +22,8 @@ import multiprocessing as mp
 import os
 import signal
 import socket
+import sys
+import threading
 import time
 from multiprocessing.connection import wait as mp_wait
 
@@ -43,8 +45,43 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def _child(task, conn, progress_q) -> None:
-    """A worker process: SIGINT (the terminal's Ctrl-C) is left to the driver, SIGTERM stops the task cleanly."""
+def _alive(pid: int) -> bool:
+    """Process ``pid`` runs (a zombie, killed but not yet reaped, does not count)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's process: it exists
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _die_with(driver: int) -> None:
+    """End this worker cleanly (SIGTERM: its finished frames kept, its locks released) when ``driver`` ends, even by
+    ``kill -9``: the kernel's parent-death signal where there is one, and a thread watching the driver's pid."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while _alive(driver):
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="emoreel-driver-watch", daemon=True).start()
+
+
+def _child(task, conn, progress_q, driver: int | None = None) -> None:
+    """A worker process: SIGINT (the terminal's Ctrl-C) is left to the driver, SIGTERM stops the task cleanly;
+    it ends with its driver (``driver``: the batch's pid)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def stop(*_):
@@ -52,6 +89,8 @@ def _child(task, conn, progress_q) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    if driver is not None:
+        _die_with(driver)
     from .tasks import execute
 
     last = [0.0]
@@ -70,8 +109,11 @@ def _child(task, conn, progress_q) -> None:
         progress_q.put_nowait((task.key, outcome.get("frames", 0)))
     except Exception:
         pass
-    conn.send(outcome)
-    conn.close()
+    try:
+        conn.send(outcome)
+        conn.close()
+    except OSError:  # the driver is gone
+        pass
 
 
 class LocalEngine:
@@ -98,7 +140,7 @@ class LocalEngine:
 
     def submit(self, task) -> None:
         recv, send = self.ctx.Pipe(duplex=False)
-        p = self.ctx.Process(target=_child, args=(task, send, self.progress_q), name=f"emoreel-{task.key}", daemon=True)
+        p = self.ctx.Process(target=_child, args=(task, send, self.progress_q, os.getpid()), name=f"emoreel-{task.key}", daemon=True)
         p.start()
         send.close()
         self.running[task.key] = (task, p, recv)

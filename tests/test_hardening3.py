@@ -407,3 +407,16 @@ def test_item12_workers_end_when_the_driver_is_killed(vids, tmp_path):
             assert time.time() < deadline, "the worker outlived its driver"
             time.sleep(0.2)
     assert not load_results(csv_path.parent).meta["complete"]
+
+
+# GIFs in a photo folder are named, not silently ignored -------------------------------------------------------
+
+
+def test_gifs_in_a_photo_folder_are_named(capsys, caplog, tmp_path):
+    d = tmp_path / "photos"
+    d.mkdir()
+    cv2.imwrite(str(d / "a.jpg"), np.full((64, 64, 3), 128, np.uint8))
+    (d / "wave.gif").write_bytes(b"GIF89a" + b"\x10\x00\x10\x00" + b"\x00" * 20)
+    code, err = cli(capsys, "analyze", d, "-o", tmp_path / "o", "-q")
+    assert code == 0, err
+    assert "wave.gif" in caplog.text and "GIF" in caplog.text

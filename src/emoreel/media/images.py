@@ -138,6 +138,11 @@ def list_images(source: str) -> list[str] | None:
     p = Path(source)
     if p.is_dir():
         files = [str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
+        gifs = sorted(f.name for f in p.iterdir() if f.suffix.lower() == ".gif")
+        if gifs:  # said, not silently ignored
+            log.warning("%d GIF file(s) in %s are left out, e.g. %r: photos are read from %s files (convert an animated "
+                        "GIF to a video to analyse it)", len(gifs), source, gifs[0],
+                        "/".join(sorted(s.lstrip(".") for s in IMAGE_SUFFIXES)))  # fmt: skip
     elif p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:  # one photo is a photo, not a one-frame video
         files = [source]
     elif any(ch in source for ch in "*?["):

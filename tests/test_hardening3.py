@@ -420,3 +420,54 @@ def test_gifs_in_a_photo_folder_are_named(capsys, caplog, tmp_path):
     code, err = cli(capsys, "analyze", d, "-o", tmp_path / "o", "-q")
     assert code == 0, err
     assert "wave.gif" in caplog.text and "GIF" in caplog.text
+
+
+# 6. image bombs are refused by their declared size, before any decoder allocates -------------------------------
+
+
+def _jpeg_bomb(side: int = 30000) -> bytes:
+    """A small real JPEG whose frame header declares ``side`` x ``side``, with one stray byte before its tables."""
+    ok, buf = cv2.imencode(".jpg", np.full((16, 16, 3), 90, np.uint8))
+    data = bytearray(buf.tobytes())
+    k = data.index(b"\xff\xc0")
+    data[k + 5 : k + 9] = side.to_bytes(2, "big") + side.to_bytes(2, "big")
+    return bytes(data[:2] + b"\x00" + data[2:])  # the stray byte: decoders skip it
+
+
+def test_item6_a_jpeg_bomb_with_a_stray_byte_is_sized_from_its_header(tmp_path):
+    from emoreel.media.images import image_size, image_size_of
+
+    (tmp_path / "bomb.jpg").write_bytes(_jpeg_bomb())
+    assert image_size(str(tmp_path / "bomb.jpg")) == (30000, 30000)
+    assert image_size_of(_jpeg_bomb(20000)) == (20000, 20000)
+
+
+def test_item6_a_jpeg_bomb_among_photos_is_skipped_undecoded(capsys, tmp_path):
+    d = tmp_path / "photos"
+    d.mkdir()
+    cv2.imwrite(str(d / "a.jpg"), np.full((64, 64, 3), 128, np.uint8))
+    (d / "b.jpg").write_bytes(_jpeg_bomb())
+    code, err = cli(capsys, "analyze", d, "-o", tmp_path / "o", "-q")
+    assert code == 0, err
+    meta = load_results(tmp_path / "o").meta
+    assert [i["name"] for i in meta["images"]] == ["a.jpg"] and "b.jpg" in json.dumps(meta["skipped_images"])
+
+
+def test_item6_data_sets_refuse_bombs_by_declared_size(caplog, tmp_path):
+    import zipfile
+
+    from emoreel.model.datasets import MAX_FILE_BYTES, load_image_folder
+
+    good = cv2.imencode(".png", np.full((48, 48), 100, np.uint8))[1].tobytes()
+    z = tmp_path / "faces.zip"
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("train/happy/good.png", good)
+        zf.writestr("train/happy/bomb.jpg", _jpeg_bomb())
+        zf.writestr("train/happy/huge.png", b"\0" * (MAX_FILE_BYTES + 1))  # inflates past the limit
+    data = load_image_folder(z, "train")
+    assert len(data) == 1 and "2 images too large" in caplog.text
+    folder = tmp_path / "crops" / "happy"
+    folder.mkdir(parents=True)
+    (folder / "good.png").write_bytes(good)
+    (folder / "bomb.jpg").write_bytes(_jpeg_bomb())
+    assert len(load_image_folder(tmp_path / "crops", "train")) == 1

@@ -471,3 +471,53 @@ def test_item6_data_sets_refuse_bombs_by_declared_size(caplog, tmp_path):
     (folder / "good.png").write_bytes(good)
     (folder / "bomb.jpg").write_bytes(_jpeg_bomb())
     assert len(load_image_folder(tmp_path / "crops", "train")) == 1
+
+
+# 1. variable frame rate: split, resume and seek are exact or refused --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vfr(vids, tmp_path_factory) -> Path:
+    from emoreel.media.encode import ffmpeg_exe
+
+    if ffmpeg_exe() is None:
+        pytest.skip("needs ffmpeg")
+    d = tmp_path_factory.mktemp("vfr")
+    cfr = make_example_video(d / "cfr.mp4", frames=90, size=(320, 180), face_px=150)
+    out = d / "vfr.mp4"  # frames 30-59 dropped, the others keep their times: a 1 s hole
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(cfr), "-vf", "select='lt(n,30)+gte(n,60)'", "-fps_mode", "vfr",
+                    "-c:v", "libx264", str(out)], check=True)  # fmt: skip
+    return out
+
+
+def _table(d: Path) -> list[list[str]]:
+    with open(d / RESULTS_CSV, newline="") as fh:
+        return list(csv.reader(fh))
+
+
+def test_item1_seek_into_a_variable_frame_rate_video_is_refused(capsys, vfr, vids, tmp_path):
+    from emoreel.media.video import variable_frame_rate
+
+    assert variable_frame_rate(str(vfr)) and not variable_frame_rate(str(vids / "clip.mp4"))
+    code, err = cli(capsys, "analyze", vfr, "-o", tmp_path / "o", "-q", "--start", "1.0")
+    assert code == 2 and "variable frame rate" in one_line(err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_item1_resume_and_split_of_a_variable_frame_rate_video(capsys, vfr, tmp_path):
+    seq = tmp_path / "seq"
+    assert main(["analyze", str(vfr), "-o", str(seq), "-q", "--threads", "1"]) == 0
+    res = shutil.copytree(seq, tmp_path / "res")
+    make_incomplete(res, keep_below=45)
+    code, err = cli(capsys, "analyze", vfr, "-o", res, "-q", "--threads", "1", "--resume")
+    assert code == 2 and "variable frame rate" in one_line(err)
+    root = tmp_path / "root"  # a split batch is the sequential run
+    code, err = cli(capsys, "batch", vfr, "-o", root, "-q", "--threads", "1", "--split", "2")
+    assert code == 0, err
+    row = read_batch(root)[0]
+    assert row["status"] == "complete"
+    assert _table(root / row["folder"]) == _table(seq)
+    make_incomplete(root / row["folder"], keep_below=45)  # and so is a batch's resume
+    code, err = cli(capsys, "batch", vfr, "-o", root, "-q", "--threads", "1")
+    assert code == 0, err
+    assert _table(root / row["folder"]) == _table(seq)

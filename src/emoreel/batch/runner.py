@@ -267,7 +267,7 @@ def run_batch(
     """
     from ..model.emotion import resolve_model, sha256_file
     from .engines import LOST, create_engine
-    from ..media.video import probe
+    from ..media.video import probe, variable_frame_rate
 
     if retries < 0:
         raise InputError("--retries must be 0 or more")
@@ -334,6 +334,9 @@ def run_batch(
                 v.faces, v.tracks = int(meta.get("faces") or meta.get("rows") or 0), int(meta.get("tracks") or 0)
                 continue
             parts = part_ranges(info.frame_count, info.fps, o, split, chunk_minutes) if (split or chunk_minutes) else []
+            if len(parts) > 1 and variable_frame_rate(v.input):  # parts cannot start exactly there: one part, exact
+                log.warning("%s has a variable frame rate: analysed whole, not in %d parts", shown(v.input), len(parts))
+                parts = []
             if len(parts) > 1:
                 if meta is not None:  # a run of other options or an unfinished merge: the parts decide
                     (out / RUN_JSON).unlink(missing_ok=True)
@@ -351,6 +354,8 @@ def run_batch(
                     _merge(root, v, o)
             else:
                 t = _plan(v.folder, v.input, out, params, model_sha)
+                if t.resume and variable_frame_rate(v.input):  # a resume cannot seek exactly there: from the start
+                    t = replace(t, resume=False, force=True)
                 queue.append(t)
         write_csv()
         by_folder = {v.folder: v for v in videos}
@@ -412,7 +417,10 @@ def run_batch(
                     retry = status == LOST or outcome.get("retry")
                     if retry and attempts[t.key] <= retries:
                         log.info("retrying %s: %s", t.key, outcome.get("reason"))
-                        queue.append(_plan(t.key, t.input, Path(t.out), t.options, model_sha) or t)
+                        nt = _plan(t.key, t.input, Path(t.out), t.options, model_sha) or t
+                        if nt.resume and variable_frame_rate(t.input):
+                            nt = replace(nt, resume=False, force=True)
+                        queue.append(nt)
                         continue
                     if status == "incomplete":
                         v.status, v.reason = "incomplete", outcome.get("reason", "")

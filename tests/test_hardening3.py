@@ -521,3 +521,52 @@ def test_item1_resume_and_split_of_a_variable_frame_rate_video(capsys, vfr, tmp_
     code, err = cli(capsys, "batch", vfr, "-o", root, "-q", "--threads", "1")
     assert code == 0, err
     assert _table(root / row["folder"]) == _table(seq)
+
+
+# 17. Ctrl-C of a Ray batch keeps what the nodes finished ---------------------------------------------------------
+
+
+def test_item17_ray_ctrl_c_keeps_the_frames_its_nodes_finished(vids, tmp_path):
+    ray = pytest.importorskip("ray")
+    import _thread
+    import glob
+    import logging
+    import tempfile
+    import threading
+    import time
+
+    from emoreel.batch.runner import folder_name, run_batch
+    from emoreel.config import AnalyzeOptions
+    from emoreel.media.encode import ffmpeg_exe
+
+    if ffmpeg_exe() is None:
+        pytest.skip("needs ffmpeg")
+    short = make_example_video(tmp_path / "short.mp4", frames=100, size=(192, 108), face_px=90)
+    video = tmp_path / "long.mp4"  # 100000 frames: still at work on its node when Ctrl-C comes
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-stream_loop", "999", "-i", str(short), "-c", "copy", str(video)], check=True)
+    root = tmp_path / "root"
+    started = time.time()
+
+    def ctrl_c_once_rows_are_written() -> None:  # the node's run folder (same machine here) has rows: Ctrl-C
+        deadline = time.time() + 300  # a safety net against a hang, not a measurement
+        while time.time() < deadline:
+            for f in glob.glob(os.path.join(tempfile.gettempdir(), "emoreel-ray-*", "out", RESULTS_CSV)):
+                try:
+                    if os.path.getmtime(f) >= started and len(Path(f).read_text().splitlines()) > 3:
+                        _thread.interrupt_main()
+                        return
+                except OSError:
+                    pass
+            time.sleep(0.2)
+        _thread.interrupt_main()
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    try:
+        threading.Thread(target=ctrl_c_once_rows_are_written, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            run_batch([str(video)], root, AnalyzeOptions(threads=1), engine="ray")
+    finally:
+        ray.shutdown()
+    assert read_batch(root)[0]["status"] == "incomplete"
+    res = load_results(root / folder_name(video))
+    assert not res.meta["complete"] and len(res) > 0

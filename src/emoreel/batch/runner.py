@@ -436,6 +436,11 @@ def run_batch(
         except KeyboardInterrupt:
             for t, outcome in eng.interrupt():
                 v = by_folder[t.key.split("/")[0]]
+                if outcome.get("files"):  # a Ray node's finished frames, sent back: kept, resumed by the next run
+                    try:
+                        unpack_dir(outcome["files"], t.out)
+                    except OutputError as e:
+                        log.warning("%s: %s", t.key, one_line(str(e)))
                 if outcome.get("status") == "complete" and not v.part_list:
                     v.status = "complete"
                     v.frames, v.faces, v.tracks = (int(outcome.get(k) or 0) for k in ("frames", "faces", "tracks"))

@@ -372,15 +372,16 @@ def test_out_of_range_values_in_results_csv(capsys, analyzed, tmp_path, column, 
 @needs_ffmpeg
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_and_sighup_end_like_ctrl_c(tmp_path, sig):
-    video = make_example_video(tmp_path / "long.mp4", frames=400, size=(192, 108), face_px=90)
+    short = make_example_video(tmp_path / "short.mp4", frames=400, size=(192, 108), face_px=90)
+    video = tmp_path / "long.mp4"  # 100 times as long (copied, not encoded): it cannot end before the signal comes
+    ff("-stream_loop", "99", "-i", str(short), "-c", "copy", str(video))
     out = tmp_path / "o"
     proc = subprocess.Popen([sys.executable, "-m", "emoreel", "analyze", str(video), "-o", str(out), "-q", "--record",
                              "--threads", "1"], stderr=subprocess.PIPE, text=True, env=ENV)  # fmt: skip
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        csv = out / RESULTS_CSV
-        if csv.exists() and len(csv.read_text().splitlines()) > 10:
-            break
+    deadline = time.time() + 120  # only so that a broken run fails the test instead of hanging it
+    csv = out / RESULTS_CSV
+    while not (csv.exists() and len(csv.read_text().splitlines()) > 10):  # rows written: the run is under way
+        assert proc.poll() is None and time.time() < deadline, "the run ended before writing its rows"
         time.sleep(0.1)
     proc.send_signal(sig)
     err = proc.communicate(timeout=60)[1]

@@ -302,7 +302,7 @@ def rewrite_persons(out_dir: str | Path, persons: dict[int, str]) -> None:
     path = Path(out_dir) / RESULTS_CSV
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(path, newline="", encoding="utf-8") as src, open(tmp, "w", newline="", encoding="utf-8") as dst:
+        with open(path, newline="", encoding="utf-8-sig") as src, open(tmp, "w", newline="", encoding="utf-8") as dst:
             r, w = csv.reader(src), csv.writer(dst, lineterminator="\n")
             header = next(r)
             ti, pi = header.index("track_id"), header.index("person")
@@ -400,7 +400,7 @@ def load_results(results_dir: str | Path) -> Results:
         found = meta.get("schema") if isinstance(meta, dict) else None
         raise DataError(f"{run_json}: results schema {found!r} is not supported (this emoreel reads {SCHEMA})")
     try:
-        with open(csv_path, newline="", encoding="utf-8") as fh:
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:  # a byte-order mark: saved by a spreadsheet
             reader = csv.reader(fh)
             header = next(reader, None)
             if header is None:
@@ -511,3 +511,6 @@ def _check_meta(meta: dict, path: Path) -> None:
             need(v is None or number(v), f"params.{key}", "a number")
     for key in ("started", "finished", "emoreel_version", "schema"):
         need(meta.get(key) is None or isinstance(meta.get(key), str), key, "text")
+
+
+check_meta = _check_meta

@@ -88,7 +88,7 @@ def no_videos_hint(inputs: list[str], recursive: bool) -> str:
 
 
 def run(args) -> int:
-    from ..batch.runner import collect_inputs, run_batch
+    from ..batch.runner import collect_inputs, run_batch, shown
     from ..batch.engines import cpu_count
     from ..errors import InputError
     from pathlib import Path
@@ -115,8 +115,13 @@ def run(args) -> int:
     print(summary.line())
     for v in summary.videos:
         if v.status == "failed":
-            print(f"failed: {v.input}: {v.reason}", file=sys.stderr)
+            print(f"failed: {shown(v.input)}: {shown(v.reason)}", file=sys.stderr)
     return 0 if summary.ok else 1
+
+
+def _concat_quote(path: str) -> str:
+    """``path`` quoted for an ffmpeg concat list: in single quotes, each ``'`` written as ``'\\''``."""
+    return "'" + path.replace("'", "'\\''") + "'"
 
 
 def extract_over_batch(args, run_one) -> int:
@@ -134,6 +139,7 @@ def extract_over_batch(args, run_one) -> int:
     from ..batch.runner import batch_videos
     from ..errors import InputError, OutputError
     from ..media.video import probe
+    from ..results import csv_safe
 
     root, out = Path(args.results), Path(args.out)
     videos = batch_videos(root)
@@ -167,7 +173,7 @@ def extract_over_batch(args, run_one) -> int:
                     rows = list(csv.reader(fh))
                 if rows:
                     headers[table] = ["video", "folder", *rows[0]]
-                    tables[table] += [[v["input"], v["folder"], *r] for r in rows[1:]]
+                    tables[table] += [[csv_safe(v["input"]), csv_safe(v["folder"]), *r] for r in rows[1:]]
         if sub.reel and Path(sub.reel).exists():
             reels.append(Path(sub.reel))
     for table, rows in tables.items():
@@ -185,7 +191,7 @@ def extract_over_batch(args, run_one) -> int:
             import imageio_ffmpeg
 
             lst = out / ".reels.txt"
-            lst.write_text("".join(f"file '{r.resolve()}'\n" for r in reels), encoding="utf-8")
+            lst.write_text("".join(f"file {_concat_quote(str(r.resolve()))}\n" for r in reels), encoding="utf-8")
             tmp = reel.with_name(f".{reel.name}.part.mp4")
             proc = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "concat", "-safe", "0",
                                    "-i", str(lst), "-c", "copy", str(tmp)], capture_output=True, text=True)  # fmt: skip

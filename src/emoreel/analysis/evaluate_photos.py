@@ -21,6 +21,7 @@ import numpy as np
 from ..config import AnalyzeOptions
 from ..errors import DataError, InputError
 from ..faces.align import estimate_yaw
+from ..media.images import ImageTooLarge, image_size, imread
 from ..media.video import open_source
 from ..model.datasets import IMAGE_SUFFIXES, canonical_class
 from ..model.emotion import EmotionModel
@@ -205,6 +206,13 @@ def photo_root(path: str | Path, split: str | None = None) -> Path | None:
     return None
 
 
+def _readable(f: Path) -> bool:
+    try:
+        return imread(str(f)) is not None
+    except ImageTooLarge:
+        return False
+
+
 def is_photo_folder(path: str | Path, split: str | None = None, sample: int = 5) -> bool:
     """Whether ``path`` holds full-size photos in ``<class>/`` folders (an image over :data:`PHOTO_MIN_SIDE` px)
     rather than a face-crop data set (FER2013's 48x48 crops, a CSV or a zip)."""
@@ -213,6 +221,11 @@ def is_photo_folder(path: str | Path, split: str | None = None, sample: int = 5)
         return False
     for files in _class_folders(root).values():
         for f in files[:sample]:
+            size = image_size(str(f))  # from the header: nothing decoded
+            if size is not None:
+                if max(size) > PHOTO_MIN_SIDE:
+                    return True
+                continue
             img = cv2.imread(str(f), cv2.IMREAD_REDUCED_GRAYSCALE_2)  # half size is enough to measure
             if img is not None and 2 * max(img.shape[:2]) > PHOTO_MIN_SIDE:
                 return True
@@ -301,7 +314,7 @@ def largest_faces(files: list[Path], root: Path, options: AnalyzeOptions, model:
     try:
         src = open_source([str(f) for f in files], root=root)
     except InputError:  # the first image is unreadable: skip the unreadable ones up front
-        index = [k for k, f in enumerate(files) if cv2.imread(str(f)) is not None]
+        index = [k for k, f in enumerate(files) if _readable(f)]
         if not index:
             raise DataError(f"{root}: no readable images") from None
         readable = set(index)

@@ -29,7 +29,7 @@ from ..config import AnalyzeOptions
 from ..errors import DataError, InputError
 from ..faces.track import iou_matrix, linear_assignment
 from ..model.smooth import EmotionSmoother
-from ..results import COLUMNS, RESULTS_CSV, RUN_JSON, SCHEMA, now_iso, write_error
+from ..results import COLUMNS, RESULTS_CSV, RUN_JSON, SCHEMA, load_results, now_iso, write_error
 from ..types import EMOTIONS
 
 OVERLAP_FRAMES = 12
@@ -84,17 +84,41 @@ def differing_params(a: dict, b: dict) -> list[str]:
 
 
 def read_meta(out_dir: str | Path) -> dict | None:
-    """run.json of ``out_dir`` (None when absent or unreadable)."""
+    """run.json of ``out_dir`` (None when absent, unreadable or with entries of the wrong type)."""
+    from ..results import check_meta
+
+    path = Path(out_dir) / RUN_JSON
     try:
-        meta = json.loads((Path(out_dir) / RUN_JSON).read_text(encoding="utf-8"))
+        meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return meta if isinstance(meta, dict) and meta.get("schema") == SCHEMA else None
+    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
+        return None
+    try:
+        check_meta(meta, path)
+    except DataError:
+        return None
+    return meta
+
+
+def file_stamp(path: str | Path) -> dict:
+    """What run.json records to notice a replaced input: its ``size`` and ``mtime_ns`` (empty if it cannot be read)."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return {}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def same_file(recorded: dict, now: dict) -> bool:
+    """The input that ``recorded`` (a run.json ``input``) describes is still ``now`` (a :func:`file_stamp`):
+    same size and modification time (a run of an emoreel that did not record them counts as the same)."""
+    return all(recorded.get(k) is None or recorded.get(k) == now.get(k) for k in ("size", "mtime_ns"))
 
 
 def read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
     """Header and complete rows of a results.csv (a torn last line is dropped)."""
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # a byte-order mark: saved by a spreadsheet
         r = csv.reader(fh)
         header = next(r, None)
         if header is None:
@@ -282,6 +306,9 @@ class ResumePlan:
             raise InputError(f"cannot resume {self.out}: it was analysed by an earlier emoreel whose fast default "
                              "works differently; use --force to start over (or --exact for both)")
         a, b = old.get("input") or {}, meta["input"]
+        if a.get("path") == b.get("path") and (a.get("frame_count") != b.get("frame_count") or not same_file(a, b)):
+            raise InputError(f"cannot resume {self.out}: {b.get('path')} changed since it was analysed (its size, "
+                             "modification time or frame count differ); use --force to start over")
         if a.get("path") != b.get("path") or a.get("frame_count") != b.get("frame_count"):
             raise InputError(f"cannot resume {self.out}: it holds results of {a.get('path')}, not {b.get('path')}; "
                              "use --force to start over")
@@ -323,9 +350,12 @@ def plan_resume(out_dir: str | Path, o: AnalyzeOptions) -> ResumePlan | None:
     rows are written back (atomically) before the run continues.
     """
     out = Path(out_dir)
-    meta = read_meta(out)
-    if meta is None or not (out / RESULTS_CSV).exists():
+    if not (out / RUN_JSON).exists() or not (out / RESULTS_CSV).exists():
         return None
+    try:
+        meta = load_results(out).meta  # run.json's types and every row checked, as readers check them
+    except DataError as e:
+        raise DataError(f"cannot resume: {e}; use --force to start over") from None
     if (meta.get("input") or {}).get("kind") != "video":
         raise InputError(f"--resume continues video runs; {out} holds a {meta.get('input', {}).get('kind')} run (use --force)")
     if o.record:

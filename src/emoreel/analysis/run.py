@@ -24,7 +24,7 @@ from ..runtime import providers_for
 from ..types import Observation
 from .analyzer import Analyzer, model_path_for
 from .frames import iter_frames
-from .resume import plan_resume
+from .resume import file_stamp, plan_resume, read_meta
 from .schedule import FAST_SCHEDULE
 
 
@@ -88,7 +88,8 @@ def _resume_identity(info, o: AnalyzeOptions) -> dict:
     except OSError:
         sha = None  # no such model: not the one the run used
     path = str(Path(info.path).resolve()) if info.kind != "camera" else info.path
-    return {"params": o.to_dict(), "model": {"sha256": sha}, "input": {"path": path, "frame_count": info.frame_count},
+    return {"params": o.to_dict(), "model": {"sha256": sha},
+            "input": {"path": path, "frame_count": info.frame_count, **(file_stamp(info.path) if info.kind == "video" else {})},
             "fast_schedule": None if o.exact else FAST_SCHEDULE}
 
 
@@ -156,15 +157,19 @@ def analyze_to_dir(
                 plan.check(_resume_identity(src.info, o))
             faces, accepted, tracks = plan.counts()
             return RunSummary(plan.out, plan.frames_done, faces, accepted, len(tracks), 0.0, True, already_complete=True)
+    if resume and plan is None and read_meta(out_dir) is not None:
+        force = True  # a run of emoreel stopped before its first row: started afresh
     check_output_dir(out_dir, force or plan is not None)  # before the models load
     src = _open(source, plan.source_options(o) if plan else o)
     own = analyzer is None
     lock = None
     try:
+        if plan is not None:  # another input, a replaced or shorter file: refused before anything is read or written
+            plan.check(_resume_identity(src.info, o))
         if o.record and src.info.kind == "images":
             raise InputError("--record is for cameras and videos, not image folders")
         if src.info.kind == "video" and src.declared_count and src.first_index >= src.info.frame_count:
-            raise InputError(f"--start {o.start:g} is beyond the end of {src.info.path} "
+            raise InputError(f"--start {o.start or 0:g} is beyond the end of {src.info.path} "
                              f"({src.info.duration_s:.3f} s); nothing to analyze")  # fmt: skip
         analyzer = analyzer or Analyzer(o)  # bad options and models fail before anything is written
         out = prepare_output_dir(out_dir, force or plan is not None)
@@ -180,6 +185,7 @@ def analyze_to_dir(
                 "kind": info.kind, "width": info.width, "height": info.height,
                 "fps": float(info.fps), "fps_fraction": str(info.fps), "frame_count": info.frame_count,
                 "duration_s": info.duration_s, **({"recording": recording} if recording else {}),
+                **(file_stamp(info.path) if info.kind == "video" else {}),
             },
             "params": o.to_dict(),
             "detector": _detector_meta(analyzer.detector, info.width, info.height),

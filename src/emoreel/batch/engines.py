@@ -22,6 +22,8 @@ import multiprocessing as mp
 import os
 import signal
 import socket
+import sys
+import threading
 import time
 from multiprocessing.connection import wait as mp_wait
 
@@ -43,8 +45,43 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def _child(task, conn, progress_q) -> None:
-    """A worker process: SIGINT (the terminal's Ctrl-C) is left to the driver, SIGTERM stops the task cleanly."""
+def _alive(pid: int) -> bool:
+    """Process ``pid`` runs (a zombie, killed but not yet reaped, does not count)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's process: it exists
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _die_with(driver: int) -> None:
+    """End this worker cleanly (SIGTERM: its finished frames kept, its locks released) when ``driver`` ends, even by
+    ``kill -9``: the kernel's parent-death signal where there is one, and a thread watching the driver's pid."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while _alive(driver):
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="emoreel-driver-watch", daemon=True).start()
+
+
+def _child(task, conn, progress_q, driver: int | None = None) -> None:
+    """A worker process: SIGINT (the terminal's Ctrl-C) is left to the driver, SIGTERM stops the task cleanly;
+    it ends with its driver (``driver``: the batch's pid)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def stop(*_):
@@ -52,6 +89,8 @@ def _child(task, conn, progress_q) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    if driver is not None:
+        _die_with(driver)
     from .tasks import execute
 
     last = [0.0]
@@ -70,8 +109,11 @@ def _child(task, conn, progress_q) -> None:
         progress_q.put_nowait((task.key, outcome.get("frames", 0)))
     except Exception:
         pass
-    conn.send(outcome)
-    conn.close()
+    try:
+        conn.send(outcome)
+        conn.close()
+    except OSError:  # the driver is gone
+        pass
 
 
 class LocalEngine:
@@ -98,7 +140,7 @@ class LocalEngine:
 
     def submit(self, task) -> None:
         recv, send = self.ctx.Pipe(duplex=False)
-        p = self.ctx.Process(target=_child, args=(task, send, self.progress_q), name=f"emoreel-{task.key}", daemon=True)
+        p = self.ctx.Process(target=_child, args=(task, send, self.progress_q, os.getpid()), name=f"emoreel-{task.key}", daemon=True)
         p.start()
         send.close()
         self.running[task.key] = (task, p, recv)
@@ -165,19 +207,44 @@ class LocalEngine:
         self.progress_q.close()
 
 
-def _ray_run(task, carry: dict | None):
-    """A Ray task: run ``task`` in a temporary folder on this node and send the results folder back."""
+class _StopFlag:
+    """A Ray actor the driver sets on Ctrl-C: running tasks see it, stop cleanly and send back their finished frames."""
+
+    def __init__(self):
+        self.stopped = False
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def get(self) -> bool:
+        return self.stopped
+
+
+def _ray_run(task, carry: dict | None, flag=None):
+    """A Ray task: run ``task`` in a temporary folder on this node and send the results folder back. When the
+    driver sets ``flag`` (Ctrl-C), the run stops as a local worker does on SIGTERM: incomplete, its frames kept."""
     import tempfile
     from pathlib import Path
 
     from .tasks import execute, pack_dir, unpack_dir
+
+    last = [0.0]
+
+    def progress(done, total):
+        now = time.monotonic()
+        if flag is not None and now - last[0] >= 1.0:
+            last[0] = now
+            import ray
+
+            if ray.get(flag.get.remote()):
+                raise KeyboardInterrupt
 
     with tempfile.TemporaryDirectory(prefix="emoreel-ray-") as tmp:
         out = Path(tmp) / "out"
         if carry:
             unpack_dir(carry, out)  # an incomplete run sent along: resumed here
         local = task.with_out(str(out))
-        outcome = execute(local)
+        outcome = execute(local, progress)
         if out.exists():
             outcome["files"] = pack_dir(out)
         outcome["node"] = socket.gethostname()
@@ -229,6 +296,7 @@ class RayEngine:
         self.max_retries = max_retries
         self.pending: dict = {}  # ObjectRef -> task
         self._remote = ray.remote(_ray_run)
+        self.flag = None  # a _StopFlag actor, made with the first task
 
     def threads_per_task(self, wanted: int) -> int:
         return max(1, wanted)
@@ -237,8 +305,10 @@ class RayEngine:
         return 1 << 30  # Ray queues tasks itself
 
     def submit(self, task, carry: dict | None = None) -> None:
+        if self.flag is None:
+            self.flag = self.ray.remote(num_cpus=0)(_StopFlag).remote()
         ref = self._remote.options(num_cpus=task.options.get("threads", 1), max_retries=self.max_retries,
-                                   name=f"emoreel:{task.key}").remote(task, carry)  # fmt: skip
+                                   name=f"emoreel:{task.key}").remote(task, carry, self.flag)  # fmt: skip
         self.pending[ref] = task
 
     @property
@@ -263,13 +333,24 @@ class RayEngine:
             done.append((task, outcome))
         return done
 
-    def interrupt(self, grace: float = 5.0) -> list[tuple[object, dict]]:
+    def interrupt(self, grace: float = 15.0) -> list[tuple[object, dict]]:
+        """Stop the running tasks cleanly: they see the stop flag, end incomplete and send back their finished
+        frames (in the outcome's ``files``); tasks still running after ``grace`` seconds are cancelled."""
+        out = []
+        if self.flag is not None and self.pending:
+            try:
+                self.ray.get(self.flag.stop.remote(), timeout=grace)
+                deadline = time.monotonic() + grace
+                while self.pending and time.monotonic() < deadline:
+                    out += self.wait(0.5)
+            except Exception:  # the cluster is gone: what is left is cancelled below
+                pass
         for ref in list(self.pending):
             try:
                 self.ray.cancel(ref, force=True)
             except Exception:
                 pass
-        out = [(t, {"status": "incomplete", "reason": "interrupted"}) for t in self.pending.values()]
+        out += [(t, {"status": "incomplete", "reason": "interrupted"}) for t in self.pending.values()]
         self.pending.clear()
         return out
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EmoreelError, InputError
+from ..errors import DataError, EmoreelError, InputError
 from ..outputs.draw import emotion_hex
 from ..results import load_results
 from ..types import EMOTIONS
@@ -100,8 +100,14 @@ def render_batch(root: str | Path, out_path: Path | None = None, **kw) -> str:
     sections, rows = [], []
     tot = {"duration": 0.0, "frames": 0, "faces": 0, "tracks": 0}
     all_counts = np.zeros(len(EMOTIONS), int)
+    shown = 0
     for v in videos:
-        res = load_results(v["dir"])
+        try:
+            res = load_results(v["dir"])
+        except EmoreelError as e:  # one damaged folder is left out, not the whole report
+            log.warning("%s; left out of the report", e)
+            continue
+        shown += 1
         counts = _shares(res)
         all_counts += counts
         dur = float((res.meta.get("input") or {}).get("duration_s") or 0)
@@ -130,12 +136,14 @@ def render_batch(root: str | Path, out_path: Path | None = None, **kw) -> str:
     also = "".join(f', <a href="#{k}"><b>{n}</b> {k}</a>' for k, n in n_missing.items())
     head = (f"<!doctype html><html><head><meta charset='utf-8'><title>emoreel batch report: {esc(root.name)}</title>"
             f"<style>{_STYLE}</style></head><body><h1>emoreel batch: {esc(str(root))}</h1>"
-            f"<p><b>{len(videos)}</b> videos, <b>{tot['duration'] / 60:.1f}</b> minutes, <b>{tot['frames']}</b> frames, "
+            f"<p><b>{shown}</b> videos, <b>{tot['duration'] / 60:.1f}</b> minutes, <b>{tot['frames']}</b> frames, "
             f"<b>{tot['faces']}</b> faces in <b>{tot['tracks']}</b> tracks{also}.</p><p>Smoothed labels over all videos: "
             f"{esc(shares) or 'none'}</p>{_bar(all_counts)}{_legend()}"
             "<h2>Videos</h2><table><tr><th>video</th><th>seconds</th><th>frames</th><th>faces</th><th>tracks</th>"
             f"<th>emotions</th></tr>{''.join(rows)}</table>{missing}"
             f"{'<h2>Per video</h2>' if sections else ''}")  # fmt: skip
+    if not shown and not n_missing:
+        raise DataError(f"no results folder listed in {root / BATCH_CSV} can be read")
     return head + "".join(sections) + _PARENT_SCRIPT + "</body></html>"
 
 

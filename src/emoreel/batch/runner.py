@@ -23,6 +23,7 @@ import glob
 import hashlib
 import io
 import logging
+import math
 import os
 import re
 import shutil
@@ -32,11 +33,11 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..analysis.resume import differing_params, read_meta
+from ..analysis.resume import differing_params, file_stamp, read_meta, same_file
 from ..analysis.stitch import Part, merge_parts, part_ranges
 from ..config import AnalyzeOptions
 from ..errors import DataError, EmoreelError, InputError, OutputError
-from ..results import RUN_JSON, atomic_write_text, write_error
+from ..results import RUN_JSON, atomic_write_text, csv_safe, csv_unsafe, write_error
 from .tasks import Task, one_line, pack_dir, unpack_dir
 
 log = logging.getLogger(__name__)
@@ -55,13 +56,14 @@ STATUSES = ("complete", "skipped", "failed", "incomplete", "pending")
 
 def collect_inputs(inputs: Iterable[str], recursive: bool = False, exclude: Path | None = None) -> list[str]:
     """Video files named by ``inputs``: files (kept even if missing: they are reported as failed),
-    folders (their videos; with ``recursive`` also in subfolders) and quoted globs. In order, without duplicates."""
+    folders (their videos; with ``recursive`` also in subfolders) and quoted globs. In order, without duplicates
+    (by the real file: a file reached through links, or again and again through a link loop, counts once)."""
     out: list[str] = []
     seen: set[str] = set()
     excl = exclude.resolve() if exclude is not None else None
 
     def add(p: str) -> None:
-        key = os.path.abspath(p)
+        key = os.path.realpath(p)  # one input per real file: links, ** through a link loop
         if excl is not None and Path(key).is_relative_to(excl):
             return  # the batch's own outputs
         if key not in seen:
@@ -84,6 +86,13 @@ def collect_inputs(inputs: Iterable[str], recursive: bool = False, exclude: Path
         else:
             add(arg)
     return out
+
+
+def max_workers() -> int:
+    """Most local workers: one per core (two on a one-core machine); more only add memory, not speed."""
+    from .engines import cpu_count
+
+    return max(2, cpu_count())
 
 
 def _natural(s: str):
@@ -120,8 +129,23 @@ class Video:
     done_parts: set[int] = field(default_factory=set)
 
     def row(self) -> list[str]:
-        return [self.input, self.folder, self.status, str(self.frames), str(self.faces), str(self.tracks),
-                f"{self.duration_s:.3f}", f"{self.wall_s:.1f}", str(self.attempts), str(self.parts or ""), self.reason]  # fmt: skip
+        """The cells of batch.csv: text a spreadsheet will not run as a formula, names that are not UTF-8 shown with \ufffd."""
+        return [csv_safe(shown(self.input)), csv_safe(self.folder), self.status, str(self.frames), str(self.faces),
+                str(self.tracks), f"{self.duration_s:.3f}", f"{self.wall_s:.1f}", str(self.attempts), str(self.parts or ""),
+                csv_safe(shown(self.reason))]  # fmt: skip
+
+
+def shown(text: str) -> str:
+    """``text`` as it can be written to a UTF-8 file: bytes of a file name that are not UTF-8 become \ufffd."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 @dataclass
@@ -201,7 +225,8 @@ def _normalise(o: AnalyzeOptions) -> AnalyzeOptions:
 def _same_run(meta: dict | None, params: dict, model_sha: str, path: str) -> bool:
     return (meta is not None and not differing_params(meta.get("params") or {}, params)
             and (meta.get("model") or {}).get("sha256") == model_sha
-            and (meta.get("input") or {}).get("path") == str(Path(path).resolve()))  # fmt: skip
+            and (meta.get("input") or {}).get("path") == str(Path(path).resolve())
+            and same_file(meta.get("input") or {}, file_stamp(path)))  # a file replaced at that path: analysed again  # fmt: skip
 
 
 def _plan(key: str, path: str, out: Path, params: dict, model_sha: str) -> Task | None:
@@ -242,12 +267,17 @@ def run_batch(
     """
     from ..model.emotion import resolve_model, sha256_file
     from .engines import LOST, create_engine
-    from ..media.video import probe
+    from ..media.video import probe, variable_frame_rate
 
     if retries < 0:
         raise InputError("--retries must be 0 or more")
     if split is not None and split < 1:
         raise InputError("--split must be at least 1")
+    if chunk_minutes is not None and not (isinstance(chunk_minutes, (int, float)) and math.isfinite(chunk_minutes)
+                                          and chunk_minutes > 0):  # fmt: skip
+        raise InputError(f"--chunk-minutes must be a number of minutes above 0, not {chunk_minutes}")
+    if isinstance(engine, str) and engine == "local" and not 1 <= workers <= max_workers():
+        raise InputError(f"--workers must be 1 to {max_workers()} (the cores of this machine); {workers} was given")
     o = _normalise((options or AnalyzeOptions()).validate())
     root = Path(root)
     if root.exists() and not root.is_dir():
@@ -256,6 +286,7 @@ def run_batch(
     if not paths:
         raise InputError("no input videos given")
     model_sha = sha256_file(resolve_model(o.model))  # a bad --model fails here, once, not per video
+    created = not root.exists()
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -264,7 +295,17 @@ def run_batch(
     eng = None
     t0 = time.perf_counter()
     try:
-        eng = create_engine(engine, workers, address) if isinstance(engine, str) else engine
+        try:
+            eng = create_engine(engine, workers, address) if isinstance(engine, str) else engine
+        except BaseException:
+            lock.close()
+            if created:  # a failed start leaves no root behind
+                (root / LOCK_FILE).unlink(missing_ok=True)
+                try:
+                    root.rmdir()
+                except OSError:
+                    pass
+            raise
         threads = eng.threads_per_task(o.threads)
         params = replace(o, threads=threads).to_dict()
         videos = [Video(p, folder_name(p)) for p in paths]
@@ -273,6 +314,9 @@ def run_batch(
         queue: list[Task] = []
         for v in videos:
             out = root / v.folder
+            if not is_utf8(v.input):
+                v.status, v.reason = "failed", f"the file name is not UTF-8 (rename it): {shown(v.input)}"
+                continue
             if not Path(v.input).is_file():
                 v.status, v.reason = "failed", (f"no such file: {v.input}" if not Path(v.input).exists() else
                                                 f"not a file: {v.input}")  # fmt: skip
@@ -290,6 +334,9 @@ def run_batch(
                 v.faces, v.tracks = int(meta.get("faces") or meta.get("rows") or 0), int(meta.get("tracks") or 0)
                 continue
             parts = part_ranges(info.frame_count, info.fps, o, split, chunk_minutes) if (split or chunk_minutes) else []
+            if len(parts) > 1 and variable_frame_rate(v.input):  # parts cannot start exactly there: one part, exact
+                log.warning("%s has a variable frame rate: analysed whole, not in %d parts", shown(v.input), len(parts))
+                parts = []
             if len(parts) > 1:
                 if meta is not None:  # a run of other options or an unfinished merge: the parts decide
                     (out / RUN_JSON).unlink(missing_ok=True)
@@ -307,6 +354,8 @@ def run_batch(
                     _merge(root, v, o)
             else:
                 t = _plan(v.folder, v.input, out, params, model_sha)
+                if t.resume and variable_frame_rate(v.input):  # a resume cannot seek exactly there: from the start
+                    t = replace(t, resume=False, force=True)
                 queue.append(t)
         write_csv()
         by_folder = {v.folder: v for v in videos}
@@ -368,7 +417,10 @@ def run_batch(
                     retry = status == LOST or outcome.get("retry")
                     if retry and attempts[t.key] <= retries:
                         log.info("retrying %s: %s", t.key, outcome.get("reason"))
-                        queue.append(_plan(t.key, t.input, Path(t.out), t.options, model_sha) or t)
+                        nt = _plan(t.key, t.input, Path(t.out), t.options, model_sha) or t
+                        if nt.resume and variable_frame_rate(t.input):
+                            nt = replace(nt, resume=False, force=True)
+                        queue.append(nt)
                         continue
                     if status == "incomplete":
                         v.status, v.reason = "incomplete", outcome.get("reason", "")
@@ -384,6 +436,11 @@ def run_batch(
         except KeyboardInterrupt:
             for t, outcome in eng.interrupt():
                 v = by_folder[t.key.split("/")[0]]
+                if outcome.get("files"):  # a Ray node's finished frames, sent back: kept, resumed by the next run
+                    try:
+                        unpack_dir(outcome["files"], t.out)
+                    except OutputError as e:
+                        log.warning("%s: %s", t.key, one_line(str(e)))
                 if outcome.get("status") == "complete" and not v.part_list:
                     v.status = "complete"
                     v.frames, v.faces, v.tracks = (int(outcome.get(k) or 0) for k in ("frames", "faces", "tracks"))
@@ -410,12 +467,12 @@ def run_batch(
 def _earlier_rows(root: Path, folders: set[str]) -> list[list[str]]:
     """Rows of an existing batch.csv for videos this run does not name (kept, so ROOT lists all its videos)."""
     try:
-        with open(root / BATCH_CSV, newline="", encoding="utf-8") as fh:
+        with open(root / BATCH_CSV, newline="", encoding="utf-8-sig") as fh:
             r = csv.reader(fh)
             header = next(r, None)
             if header is None or tuple(header) != BATCH_COLUMNS:
                 return []
-            return [row for row in r if len(row) == len(header) and row[1] not in folders]
+            return [row for row in r if len(row) == len(header) and csv_unsafe(row[1]) not in folders]
     except OSError:
         return []
 
@@ -460,14 +517,25 @@ def _read_batch_csv(root: Path) -> list[dict] | None:
     """Rows of ``root/batch.csv`` (None: its header is not :data:`BATCH_COLUMNS`); :class:`DataError` if unreadable."""
     path = root / BATCH_CSV
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # a byte-order mark: saved by a spreadsheet
             r = csv.reader(fh)
             header = next(r, None)
             if header is None or tuple(header) != BATCH_COLUMNS:
                 return None
-            return [dict(zip(header, row)) for row in r if len(row) == len(header)]
+            return [dict(zip(header, map(csv_unsafe, row))) for row in r if len(row) == len(header)]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+
+
+def plain_folder(root: Path, name: str) -> bool:
+    """``name`` is one folder inside ``root``: no separators, no ``..``, not a link (batch.csv may have been edited)."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or os.sep in name or "\0" in name:
+        return False
+    p = root / name
+    try:
+        return not p.is_symlink() and p.resolve().parent == root.resolve()
+    except (OSError, RuntimeError):
+        return False
 
 
 def batch_videos(root: str | Path) -> list[dict]:
@@ -478,6 +546,9 @@ def batch_videos(root: str | Path) -> list[dict]:
         raise DataError(f"{root / BATCH_CSV} is not a batch list written by emoreel batch (its columns differ)")
     out = []
     for r in rows:
+        if not plain_folder(root, r["folder"]):
+            log.warning("%s: folder %r is not a plain folder name inside %s; left out", root / BATCH_CSV, r["folder"], root)
+            continue
         meta = read_meta(root / r["folder"])
         if r.get("status") in ("complete", "skipped") and meta is not None and meta.get("complete"):
             out.append({**r, "dir": root / r["folder"]})

@@ -34,49 +34,76 @@ def encodable(path: str) -> bool:
 
 def image_size(path: str) -> tuple[int, int] | None:
     """(width, height) from an image file's header (PNG, JPEG, BMP, WebP, GIF, TIFF) without decoding it; None if unknown."""
+    try:
+        with open(path, "rb") as fh:
+            return _header_size(fh)
+    except OSError:
+        return None
+
+
+def image_size_of(data: bytes) -> tuple[int, int] | None:
+    """:func:`image_size` of an image held in memory (a zip member, say), before it is decoded."""
+    import io
+
+    try:
+        return _header_size(io.BytesIO(data))
+    except OSError:
+        return None
+
+
+def too_many_pixels(size: tuple[int, int] | None) -> bool:
+    return size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS
+
+
+def _header_size(fh) -> tuple[int, int] | None:
     import struct
 
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(32)
-            if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
-                return struct.unpack(">II", head[16:24])
-            if head[:2] == b"BM" and len(head) >= 26:
-                w, h = struct.unpack("<ii", head[18:26])
-                return abs(w), abs(h)
-            if head[:6] in (b"GIF87a", b"GIF89a"):
-                return struct.unpack("<HH", head[6:10])
-            if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-                fh.seek(12)
-                chunk = fh.read(30)
-                if chunk[:4] == b"VP8X":
-                    return 1 + int.from_bytes(chunk[12:15], "little"), 1 + int.from_bytes(chunk[15:18], "little")
-                if chunk[:4] == b"VP8L":
-                    b = int.from_bytes(chunk[9:13], "little")
-                    return 1 + (b & 0x3FFF), 1 + ((b >> 14) & 0x3FFF)
-                if chunk[:4] == b"VP8 ":
-                    w, h = struct.unpack("<HH", chunk[14:18])
-                    return w & 0x3FFF, h & 0x3FFF
-                return None
-            if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):  # TIFF / BigTIFF: the first IFD
-                return _tiff_size(fh, head)
-            if head[:2] == b"\xff\xd8":  # JPEG: walk the markers to the frame header
-                fh.seek(2)
-                while True:
-                    m = fh.read(2)
-                    while len(m) == 2 and m[0] == 0xFF and m[1] == 0xFF:
-                        m = m[1:] + fh.read(1)
-                    if len(m) < 2 or m[0] != 0xFF:
+        head = fh.read(32)
+        if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+            return struct.unpack(">II", head[16:24])
+        if head[:2] == b"BM" and len(head) >= 26:
+            w, h = struct.unpack("<ii", head[18:26])
+            return abs(w), abs(h)
+        if head[:6] in (b"GIF87a", b"GIF89a"):
+            return struct.unpack("<HH", head[6:10])
+        if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+            fh.seek(12)
+            chunk = fh.read(30)
+            if chunk[:4] == b"VP8X":
+                return 1 + int.from_bytes(chunk[12:15], "little"), 1 + int.from_bytes(chunk[15:18], "little")
+            if chunk[:4] == b"VP8L":
+                b = int.from_bytes(chunk[9:13], "little")
+                return 1 + (b & 0x3FFF), 1 + ((b >> 14) & 0x3FFF)
+            if chunk[:4] == b"VP8 ":
+                w, h = struct.unpack("<HH", chunk[14:18])
+                return w & 0x3FFF, h & 0x3FFF
+            return None
+        if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):  # TIFF / BigTIFF: the first IFD
+            return _tiff_size(fh, head)
+        if head[:2] == b"\xff\xd8":  # JPEG: walk the markers to the frame header
+            fh.seek(2)
+            while True:
+                m = fh.read(2)
+                skipped = 0
+                while len(m) == 2 and m[0] != 0xFF:  # stray bytes before a marker: the decoder skips them, so do we
+                    skipped += 1
+                    if skipped > 1 << 20:
                         return None
-                    if m[1] in (0xD8, 0x01) or 0xD0 <= m[1] <= 0xD7:
-                        continue
-                    n = int.from_bytes(fh.read(2), "big")
-                    if 0xC0 <= m[1] <= 0xCF and m[1] not in (0xC4, 0xC8, 0xCC):
-                        h, w = struct.unpack(">xHH", fh.read(5))
-                        return w, h
-                    if n < 2:
-                        return None
-                    fh.seek(n - 2, os.SEEK_CUR)
+                    m = m[1:] + fh.read(1)
+                while len(m) == 2 and m[0] == 0xFF and m[1] == 0xFF:
+                    m = m[1:] + fh.read(1)
+                if len(m) < 2:
+                    return None
+                if m[1] in (0xD8, 0x01, 0x00) or 0xD0 <= m[1] <= 0xD7:
+                    continue
+                n = int.from_bytes(fh.read(2), "big")
+                if 0xC0 <= m[1] <= 0xCF and m[1] not in (0xC4, 0xC8, 0xCC):
+                    h, w = struct.unpack(">xHH", fh.read(5))
+                    return w, h
+                if n < 2:
+                    return None
+                fh.seek(n - 2, os.SEEK_CUR)
     except (OSError, struct.error):
         return None
     return None
@@ -116,14 +143,19 @@ class ImageTooLarge(InputError):
 def imread(path: str) -> np.ndarray | None:
     """A BGR image, None if unreadable; :class:`ImageTooLarge` (naming the file) above :data:`MAX_IMAGE_PIXELS`."""
     size = image_size(path)
-    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+    if too_many_pixels(size):
         raise ImageTooLarge(f"{path} is {size[0]}x{size[1]} pixels, more than emoreel reads "
                             f"({MAX_IMAGE_PIXELS // 1_000_000} megapixels); skipped")  # fmt: skip
     try:
         data = np.fromfile(path, np.uint8)  # any file name, also one that is not UTF-8
     except OSError:
         return None
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except MemoryError:  # a header this reader could not size asked for more memory than there is
+        raise ImageTooLarge(f"{path} needs more memory to decode than there is; skipped") from None
+    except cv2.error:
+        return None
     if img is not None and img.shape[0] * img.shape[1] > MAX_IMAGE_PIXELS:
         raise ImageTooLarge(f"{path} is {img.shape[1]}x{img.shape[0]} pixels, more than emoreel reads; skipped")
     return img
@@ -138,10 +170,19 @@ def list_images(source: str) -> list[str] | None:
     p = Path(source)
     if p.is_dir():
         files = [str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
+        gifs = sorted(f.name for f in p.iterdir() if f.suffix.lower() == ".gif")
+        if gifs:  # said, not silently ignored
+            log.warning("%d GIF file(s) in %s are left out, e.g. %r: photos are read from %s files (convert an animated "
+                        "GIF to a video to analyse it)", len(gifs), source, gifs[0],
+                        "/".join(sorted(s.lstrip(".") for s in IMAGE_SUFFIXES)))  # fmt: skip
     elif p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:  # one photo is a photo, not a one-frame video
         files = [source]
     elif any(ch in source for ch in "*?["):
         files = [f for f in _glob.glob(source) if Path(f).suffix.lower() in IMAGE_SUFFIXES]
+        special = [f for f in files if not Path(f).is_file()]
+        if special:  # a FIFO would block the reader forever; folders named like photos are not photos
+            log.warning("%d match(es) that are not regular files are left out, e.g. %r", len(special), special[0])
+            files = [f for f in files if Path(f).is_file()]
     else:
         return None
     bad = [f for f in files if not encodable(f)]

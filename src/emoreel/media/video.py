@@ -42,6 +42,35 @@ def _declared_count(path: str) -> bool:
     return head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip") or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
 
 
+def variable_frame_rate(path: str, timeout: float = 300.0) -> bool:
+    """Whether the frames of ``path``'s video stream are not evenly spaced in time (phones record so): the packet
+    timestamps, demuxed by ffmpeg (nothing decoded), differ by more than a rounding tick. False when ffmpeg cannot tell."""
+    import subprocess
+
+    exe = ffmpeg_exe()
+    if exe is None:
+        return False
+    try:
+        r = subprocess.run([exe, "-v", "error", "-nostdin", "-i", path, "-map", "0:v:0", "-c", "copy", "-f", "framecrc", "-"],
+                           capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    pts = []
+    for line in r.stdout.splitlines():
+        cells = [c.strip() for c in line.split(",")]
+        if line.startswith("#") or len(cells) < 3:
+            continue
+        try:
+            pts.append(int(cells[2]))
+        except ValueError:
+            continue
+    if len(pts) < 3:
+        return False
+    steps = np.diff(np.unique(pts))
+    mid = float(np.median(steps))
+    return bool(np.abs(steps - mid).max() > max(1.0, 0.02 * mid))
+
+
 def container_intact(path: str, timeout: float = 120.0) -> bool:
     """Whether every packet of ``path``'s video stream is in the file: ffmpeg demuxes it (no decoding, seconds for
     a film) and reports nothing. A cut file says "partial file" or worse. False when ffmpeg cannot tell."""
@@ -162,6 +191,8 @@ class VideoSource:
             raise InputError(f"no such file: {source}")
         if p.is_dir():
             raise InputError(f"{source} is a folder with no images")
+        if not p.is_file():  # a FIFO would block the decoder forever, a device read without end
+            raise InputError(f"{source} is not a regular file (a pipe, socket or device); give a video file")
         if not os.access(p, os.R_OK):
             raise InputError(f"cannot read {source}: permission denied")
         if not encodable(str(p)):
@@ -179,6 +210,11 @@ class VideoSource:
         self.name = p.name
         self.declared_count = _declared_count(str(p))
         self.info = VideoInfo(str(p), "video", w, h, fps, n)
+        if (self.start or self.end is not None) and variable_frame_rate(str(p)):  # frame index = time x fps is wrong there
+            cap.release()
+            raise InputError(f"{source} has a variable frame rate: emoreel cannot start or end part-way exactly there "
+                             "(--start, --end, --resume, batch --split); analyse it whole, or give it a constant rate "
+                             "first (ffmpeg -i IN -fps_mode cfr OUT)")  # fmt: skip
 
     @property
     def image_names(self) -> list[str]:

@@ -80,6 +80,9 @@ class LabelledFaces:
         return "; ".join(parts)
 
 
+MAX_FILE_BYTES = 256 << 20
+"""Larger image files (or zip members, by their declared size) in a data set are skipped, never read."""
+
 def canonical_class(name: str) -> str | None:
     """Map a folder/class name to one of :data:`EMOTIONS`, or ``None``."""
     return SYNONYMS.get(name.strip().lower())
@@ -159,6 +162,8 @@ def _class_members(names: list[str]) -> dict[str, list[str]]:
 def load_image_folder(path: str | Path, split: str = "train", size: int = 48) -> LabelledFaces:
     """Read ``<root>/<split>/<class>/*`` from a folder or a ``.zip`` file; a root of plain ``<class>/``
     folders (no split folders at all) is read whole, for any ``split``."""
+    from ..media.images import MAX_IMAGE_PIXELS, image_size, image_size_of, too_many_pixels
+
     path = Path(path)
     if not path.exists():
         raise DataError(f"no such file or folder: {path}")
@@ -170,13 +175,18 @@ def load_image_folder(path: str | Path, split: str = "train", size: int = 48) ->
             raise DataError(f"{path}: not a zip file or folder of images") from None
         names = zf.namelist()
 
-        def read(name: str) -> bytes:
+        def read(name: str) -> bytes | None:
+            if zf.getinfo(name).file_size > MAX_FILE_BYTES:  # refused by its declared size, before it is inflated
+                return None
             return zf.read(name)
     else:
         names = [p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()]
 
-        def read(name: str) -> bytes:
-            return (path / name).read_bytes()
+        def read(name: str) -> bytes | None:
+            f = path / name
+            if f.stat().st_size > MAX_FILE_BYTES or too_many_pixels(image_size(str(f))):
+                return None
+            return f.read_bytes()
 
     groups = _split_members(names, split)
     plain = not groups and not _has_split_folders(names)
@@ -186,6 +196,7 @@ def load_image_folder(path: str | Path, split: str = "train", size: int = 48) ->
         raise DataError(f"{path}: no images under <{split}>/<class>/ folders, nor under <class>/ folders "
                         f"named {', '.join(EMOTIONS)}")  # fmt: skip
     images, labels, bad = [], [], 0
+    large: list[str] = []  # refused by their declared size
     skipped: Counter[str] = Counter()
     import cv2
 
@@ -198,9 +209,13 @@ def load_image_folder(path: str | Path, split: str = "train", size: int = 48) ->
             label = EMOTIONS.index(cls)
             for name in sorted(groups[folder]):
                 try:
-                    buf = np.frombuffer(read(name), np.uint8)
+                    data = read(name)
+                    if data is None or too_many_pixels(image_size_of(data)):  # never decoded
+                        large.append(name)
+                        continue
+                    buf = np.frombuffer(data, np.uint8)
                     img = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE) if buf.size else None
-                except (OSError, zipfile.BadZipFile, ValueError):
+                except (OSError, zipfile.BadZipFile, ValueError, MemoryError, cv2.error):
                     img = None
                 if img is None:
                     bad += 1
@@ -214,6 +229,9 @@ def load_image_folder(path: str | Path, split: str = "train", size: int = 48) ->
         log.warning("%s: class folder '%s' is not one of %s; %d images skipped", path, folder, ", ".join(EMOTIONS), n)
     if bad:
         log.warning("%s: %d unreadable images skipped", path, bad)
+    if large:
+        log.warning("%s: %d images too large to read skipped (over %d MB or %d megapixels), e.g. %s", path, len(large),
+                    MAX_FILE_BYTES >> 20, MAX_IMAGE_PIXELS // 1_000_000, large[0])  # fmt: skip
     return _pack(images, labels, f"{path} [all: no split folders]" if plain else f"{path} [{split}]", bad, dict(skipped))
 
 

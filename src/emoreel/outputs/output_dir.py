@@ -49,9 +49,61 @@ class OutputDir:
 
     def __init__(self, path: str | Path, force: bool = False, protect: tuple[Path, ...] = ()):
         self.path = Path(path)
+        self.lock_fd = None
         for p in protect:
             if _inside(Path(p), self.path):
                 raise OutputError(f"output folder {self.path} would replace {p}; choose another folder")
+        self._lock()
+        try:
+            self._prepare(force)
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _lock(self) -> None:
+        """``flock`` on a hidden file beside the folder: a second extract into it is refused, not interleaved."""
+        try:
+            import fcntl
+        except ImportError:
+            return
+        lock = self.path.with_name(f".{self.path.name}.lock")
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"cannot create {self.path}: {e.strerror}") from None
+        while True:
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise OutputError(f"cannot create {lock}: {e.strerror}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.read(fd, 64).decode(errors="replace").strip()
+                os.close(fd)
+                raise OutputError(f"output folder {self.path} is in use by another emoreel{f' (pid {holder})' if holder else ''}"
+                                  "; wait for it to finish or choose another folder") from None  # fmt: skip
+            try:
+                same = os.fstat(fd).st_ino == os.stat(lock).st_ino  # not a lock file its holder removed meanwhile
+            except OSError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.write(fd, str(os.getpid()).encode())
+                self.lock_fd, self.lock_path = fd, lock
+                return
+            os.close(fd)
+
+    def _unlock(self) -> None:
+        if self.lock_fd is not None:
+            try:
+                self.lock_path.unlink(missing_ok=True)  # while still held: a waiting run sees a new file
+            except OSError:
+                pass
+            os.close(self.lock_fd)
+            self.lock_fd = None
+
+    def _prepare(self, force: bool) -> None:
         if self.path.exists() and not self.path.is_dir():
             raise OutputError(f"output {self.path} exists and is not a folder")
         if self.path.exists() and any(self.path.iterdir()) and not force:
@@ -73,6 +125,12 @@ class OutputDir:
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self._finish(exc_type)
+        finally:
+            self._unlock()
+
+    def _finish(self, exc_type) -> None:
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return

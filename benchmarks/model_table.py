@@ -65,10 +65,12 @@ def shrink_folder(src: Path, dst: Path) -> Path:
         s = SMALL_SIDE / max(h, w)
         small = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
         ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 60])
+        if not ok:
+            continue
         back = cv2.resize(cv2.imdecode(buf, cv2.IMREAD_COLOR), (w, h), interpolation=cv2.INTER_LINEAR)
         out = dst / f.relative_to(src)
         out.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(out.with_suffix(".png")), back)
+        cv2.imwrite(str(out.with_name(out.name + ".png")), back)  # a.jpg and a.png stay two photos
     return dst
 
 

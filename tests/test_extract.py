@@ -191,6 +191,23 @@ def test_padding_never_reaches_into_another_emotion_of_the_same_face(tmp_path, c
     assert segs("sad") == [(0, 19, "1"), (45, 74, "2")]  # track 1's neutral 40-89 does not stop track 2's padding
 
 
+def test_two_runs_of_a_face_never_merge_across_its_other_emotion(tmp_path, capsys):
+    """happy 10-24, sad 25-44, happy 45-64 of one face: close enough to merge (--merge-gap 1 s, 73% happy),
+    but the clip would show the sad moment: two clips. The same with --raw labels."""
+    n = 70
+    video = numbered_video(tmp_path / "v.mp4", n=n, fps=FPS)
+    emotion = lambda f: "happy" if 10 <= f < 25 or 45 <= f < 65 else "sad" if 25 <= f < 45 else "neutral"  # noqa: E731
+    prob = lambda f: 0.9 if emotion(f) != "neutral" else 0.2  # noqa: E731
+    res_dir = write_results(tmp_path / "res", video, {f: [obs(f, 1, emotion(f), prob=prob(f))] for f in range(n)}, n=n)
+    for extra in ([], ["--raw"]):
+        out = tmp_path / ("x" + "".join(extra))
+        code, _, err = cli(capsys, "extract", res_dir, "--emotion", "happy", "-o", out, "--no-crops", "--clips",
+                           "--pad", "0.1", "--merge-gap", "1", "-q", *extra)  # fmt: skip
+        assert code == 0, err
+        segs = [(int(s["first_frame"]), int(s["last_frame"])) for s in read_csv(out / "segments.csv")]
+        assert len(segs) == 2 and segs[0][1] < 25 and segs[1][0] > 44, (extra, segs)
+
+
 def test_min_share_stops_a_merge_that_is_mostly_another_emotion():
     """Two short happy runs 1 s apart: merged they would be 25% happy; with --min-share 0.6 they stay
     two clips whose paddings meet halfway; runs close together still merge."""

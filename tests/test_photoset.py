@@ -134,3 +134,27 @@ def test_pack_crops_faces_as_analyze_does_with_small_copies(photo_set, tmp_path,
     face, small = train.images[0].astype(float), train.images[1].astype(float)
     assert np.corrcoef(face.ravel(), small.ravel())[0, 1] > 0.5  # the same face, aligned the same way
     assert cv2.Laplacian(small, cv2.CV_64F).var() < cv2.Laplacian(face, cv2.CV_64F).var()  # with less detail
+
+
+def test_hostile_or_broken_labels_never_write_outside_or_crash(tmp_path, capsys, caplog):
+    """An emotion column naming a path, a photo listed but missing, a class emoreel lacks: the evaluation
+    writes nothing outside its folder, leaves those rows out with a warning, and scores the rest."""
+    a = astronaut()[10:230, 120:330]
+    path = tmp_path / "bad.zip"
+    escaped = tmp_path / "escaped"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("happy/a.jpg", cv2.imencode(".jpg", a)[1].tobytes())
+        zf.writestr("labels.csv", "Image, Emotion ,PERSON\nhappy/a.jpg,happy,p1\nhappy/a.jpg,../../escaped,p2\n"
+                                  f"happy/a.jpg,{escaped},p3\nhappy/gone.jpg,happy,p4\nhappy/a.jpg,contempt,p5\n")
+    assert main(["evaluate", "--data", str(path), "--split", "all", "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["photos"] == 1 and "Traceback" not in out.err
+    assert not escaped.exists() and not (tmp_path.parent / "escaped").exists()
+    assert "gone.jpg" in caplog.text and "'contempt'" in caplog.text and "'../../escaped'" in caplog.text
+
+
+def test_a_photo_set_is_never_trained_on_as_crops(photo_set, capsys):
+    """Training straight on a photo set would read every person, dev included, as whole-photo crops: refused."""
+    assert main(["train", "--data", "x.zip", "--add-data", str(photo_set), "--out", "/nonexistent/run"]) != 0
+    err = capsys.readouterr().err
+    assert "photo set" in err and "--pack" in err and len(err.strip().splitlines()) == 1

@@ -97,10 +97,17 @@ def run(args) -> int:
         warmup_epochs=args.warmup, distill=args.distill, distill_views=args.distill_views,
         distill_weight=args.distill_weight, distill_temp=args.distill_temp,
     )
+    from ..errors import InputError
     from ..model.photoset import PhotoSet
 
     if args.pack and PhotoSet.is_photo_set(args.data):  # whole photos: through analyze's photo path
+        if args.add_data:
+            raise InputError("--pack of a photo set packs that set alone; give --add-data when training")
         return _pack_photos(args)
+    for p in [args.data, *args.add_data]:  # whole photos of people: never as crops, never across their person split
+        if PhotoSet.is_photo_set(p):
+            raise InputError(f"{p} is a photo set with people (labels.csv): pack its faces first, split by people: "
+                             f"emoreel train --data {p} --pack FACES.npz, then --add-data FACES.npz")  # fmt: skip
     tr = load_dataset(args.data, args.train_split)
     va = load_dataset(args.data, args.val_split)
     if args.add_data:

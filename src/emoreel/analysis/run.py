@@ -54,7 +54,8 @@ def analyze(source, **options) -> Iterator[Observation]:
         raise InputError(f"cannot analyze a {type(source).__name__}: give a path, a camera index, or a NumPy image "
                          "(or a list of them)")  # fmt: skip
     o = AnalyzeOptions.from_kwargs(**options)
-    o = AnalyzeOptions.from_kwargs(**options)
+    if src is not None and (o.start is not None or o.end is not None or o.max_frames is not None or o.every != 1):
+        raise InputError("every, start, end and max_frames are for videos and folders, not images in memory: pass the images you want")
     with src if src is not None else _open(source, o) as src:
         analyzer = Analyzer(o)
         try:

@@ -16,13 +16,19 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import logging
 import zipfile
+import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ..errors import DataError
 
+log = logging.getLogger(__name__)
+
+MAX_MEMBER_BYTES = 50_000_000
+"""A photo (or labels.csv) that inflates to more than this is refused unread."""
 DEV_SHARE = 0.2
 """Share of the people (and of each class's photos) held out as ``dev``."""
 SPLITS = ("train", "dev")
@@ -67,7 +73,11 @@ class PhotoSet:
             self.close()
             raise DataError(f"{self.path}: no labels.csv (image, emotion, person)")
         self._base = str(PurePosixPath(labels).parent)
-        self.rows = self._read_rows(labels)
+        try:
+            self.rows = self._read_rows(labels)
+        except BaseException:
+            self.close()
+            raise
 
     @staticmethod
     def is_photo_set(path: str | Path) -> bool:
@@ -83,26 +93,37 @@ class PhotoSet:
         return rel if self._base in ("", ".") else f"{self._base}/{rel}"
 
     def read(self, image: str) -> bytes:
-        """The bytes of one photo (``image`` as in labels.csv)."""
+        """The bytes of one photo (``image`` as in labels.csv); :class:`DataError` if it cannot be read."""
         name = self._member(image)
         if ".." in PurePosixPath(image).parts or PurePosixPath(image).is_absolute():
             raise DataError(f"{self.path}: labels.csv names a path outside the set: {image!r}")
-        if self._zip is not None:
-            info = self._zip.getinfo(name)
-            if info.file_size > 50_000_000:
-                raise DataError(f"{self.path}: {image} inflates to {info.file_size} bytes; refused")
-            return self._zip.read(info)
-        return (self.path / name).read_bytes()
+        try:
+            if self._zip is not None:
+                info = self._zip.getinfo(name)
+                if info.file_size > MAX_MEMBER_BYTES:
+                    raise DataError(f"{self.path}: {image} inflates to {info.file_size} bytes; refused")
+                return self._zip.read(info)
+            return (self.path / name).read_bytes()
+        except (KeyError, OSError, zipfile.BadZipFile, zlib.error, EOFError) as e:
+            raise DataError(f"{self.path}: cannot read {image} ({type(e).__name__})") from None
 
     def _read_rows(self, labels: str) -> list[LabelledPhoto]:
+        size = self._zip.getinfo(labels).file_size if self._zip is not None else (self.path / labels).stat().st_size
+        if size > MAX_MEMBER_BYTES:
+            raise DataError(f"{self.path}: labels.csv is {size} bytes; refused")
         raw = self._zip.read(labels) if self._zip is not None else (self.path / labels).read_bytes()
         try:
             reader = csv.DictReader(io.StringIO(raw.decode("utf-8-sig")))
-            fields = set(reader.fieldnames or [])
+            reader.fieldnames = [f.strip().lower() for f in reader.fieldnames or []]
+            fields = set(reader.fieldnames)
             if not {"image", "emotion", "person"} <= fields:
                 raise DataError(f"{self.path}: labels.csv needs the columns image, emotion, person (has {', '.join(sorted(fields))})")
-            rows = [LabelledPhoto(r["image"].strip(), r["emotion"].strip().lower(), r["person"].strip())
-                    for r in reader if r.get("image") and r.get("person")]  # fmt: skip
+            rows = [LabelledPhoto((r["image"] or "").strip(), (r["emotion"] or "").strip().lower(), (r["person"] or "").strip())
+                    for r in reader]  # fmt: skip
+            dropped = sum(not (r.image and r.person) for r in rows)
+            rows = [r for r in rows if r.image and r.person]
+            if dropped:
+                log.warning("%s: %d rows of labels.csv without an image or a person left out", self.path, dropped)
         except (UnicodeDecodeError, csv.Error) as e:
             raise DataError(f"{self.path}: labels.csv is not a readable CSV ({e})") from None
         if not rows:
@@ -119,10 +140,29 @@ class PhotoSet:
         return [r for r in self.rows if side[r.person] == name]
 
     def extract(self, rows: list[LabelledPhoto], dest: str | Path) -> Path:
-        """Write ``rows``' photos to ``dest/<emotion>/<file name>`` (the layout of a labelled photo folder)."""
+        """Write ``rows``' photos to ``dest/<class>/<file name>`` (the layout of a labelled photo folder).
+
+        Rows whose emotion is none of emoreel's classes (e.g. contempt) and photos that cannot be read are
+        left out with a warning; nothing is written outside ``dest``.
+        """
+        from .datasets import canonical_class
+
         dest = Path(dest)
         used: set[str] = set()
+        other: Counter = Counter()
+        unreadable = 0
         for r in rows:
+            cls = canonical_class(r.emotion)
+            if cls is None:
+                other[r.emotion] += 1
+                continue
+            try:
+                data = self.read(r.image)
+            except DataError as e:
+                unreadable += 1
+                log.warning("%s", e)
+                continue
+            r = LabelledPhoto(r.image, cls, r.person)
             name = PurePosixPath(r.image).name
             stem, suffix, k = PurePosixPath(name).stem, PurePosixPath(name).suffix, 1
             while f"{r.emotion}/{name}" in used:
@@ -130,7 +170,13 @@ class PhotoSet:
                 name = f"{stem}-{k}{suffix}"
             used.add(f"{r.emotion}/{name}")
             (dest / r.emotion).mkdir(parents=True, exist_ok=True)
-            (dest / r.emotion / name).write_bytes(self.read(r.image))
+            (dest / r.emotion / name).write_bytes(data)
+        for emo, n in sorted(other.items()):
+            log.warning("%s: %d photos labelled %r (not one of emoreel's classes) left out", self.path, n, emo)
+        if unreadable:
+            log.warning("%s: %d photos could not be read and were left out", self.path, unreadable)
+        if not used:
+            raise DataError(f"{self.path}: no readable photo of emoreel's classes among the {len(rows)} chosen")
         return dest
 
     def close(self) -> None:

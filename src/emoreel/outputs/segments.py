@@ -81,8 +81,8 @@ def segments(
     from the first run's start to the last run's end (padding not counted) would be
     inside a run; segments left apart that way are trimmed so they don't overlap.
     ``other_frames`` (:func:`emoreel.outputs.selection.other_emotion_frames`): per track, the frames
-    where it shows another emotion; a run's padding stops before them, so the happy reel
-    never shows that face's sad moment as if it were happy.
+    where it shows another emotion; a run's padding stops before them, and two runs of one face are
+    never merged across them, so the happy reel never shows that face's sad moment as if it were happy.
     """
     if not pad_s >= 0 or not merge_gap_s >= 0:
         raise InputError("--pad and --merge-gap must be >= 0")
@@ -117,7 +117,8 @@ def segments(
             b = min(b, last_frame)
             if a > b:
                 continue
-        if out and shot[-1] == k and a - out[-1].last - 1 <= gap and _share(spans[-1] + [(lo, hi)]) >= min_share - 1e-9:
+        if (out and shot[-1] == k and a - out[-1].last - 1 <= gap and _share(spans[-1] + [(lo, hi)]) >= min_share - 1e-9
+                and not _other_between(other_frames, out[-1].runs, r, lo)):
             out[-1].last = max(out[-1].last, b)  # frames between them <= gap (overlaps always merge)
             out[-1].runs.append(r)
             spans[-1].append((lo, hi))
@@ -130,6 +131,16 @@ def segments(
         shot.append(k)
         spans.append([(lo, hi)])
     return out
+
+
+def _other_between(other_frames: dict[int, np.ndarray] | None, runs: list[Run], new: Run, before: int) -> bool:
+    """Whether the face of ``new`` also has a run in ``runs`` and shows another emotion between that run's end
+    and frame ``before``: its two runs are then never merged across that moment (a happy clip would show it sad)."""
+    other = (other_frames or {}).get(new.track_id)
+    mine = [r.last_frame for r in runs if r.track_id == new.track_id]
+    if other is None or not len(other) or not mine:
+        return False
+    return bisect.bisect_right(other, max(mine)) < bisect.bisect_left(other, before)
 
 
 def _share(spans: list[tuple[int, int]]) -> float:

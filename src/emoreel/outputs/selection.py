@@ -132,8 +132,11 @@ def selection_labels(res: Results, sel: Selection) -> tuple[np.ndarray, np.ndarr
 def other_emotion_frames(res: Results, sel: Selection) -> dict[int, np.ndarray]:
     """Per track, the sorted frames where it confidently shows an emotion other than ``sel.emotion``
     (by ``sel``'s own labels): where a clip's padding around that track's run must stop."""
+    sel.check()
     c = res.cols
     label, prob = selection_labels(res, sel)
+    if sel.raw:  # the per-frame label's own probability (selection_labels gives the selected emotion's)
+        prob = np.nan_to_num(c["emotion_prob"], nan=0.0)
     min_prob = confident_min_prob(res) if sel.min_prob is None else sel.min_prob
     other = (c["accepted"] == 1) & (label != "") & (label != sel.emotion) & (prob >= min_prob) & (c["track_id"] >= 0)
     out: dict[int, np.ndarray] = {}

@@ -28,3 +28,20 @@ def level(img) -> int:
     """The frame index drawn by :func:`numbered_video`."""
     stripe = img.shape[1] // BITS
     return sum(1 << b for b in range(BITS) if img[:, b * stripe + 4 : (b + 1) * stripe - 4].mean() > 128)
+
+
+def cli_err(capsys, *args) -> tuple[int, str]:
+    """Run the CLI in-process: its exit code and what it wrote to stderr (earlier output dropped)."""
+    from emoreel.cli import main
+
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr().err.strip()
+
+
+def one_line(err: str) -> str:
+    """The one non-empty line of an error message (asserts there is exactly one, and no traceback)."""
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]

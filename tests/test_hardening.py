@@ -27,6 +27,8 @@ from emoreel.media.sample import make_example_video
 from emoreel.media.video import open_source, read_frames
 from emoreel.results import (RESULTS_CSV, RUN_JSON, OutputLock, csv_safe, csv_unsafe, load_results)  # fmt: skip
 
+from helpers import cli_err as cli, one_line
+
 FF = ffmpeg_exe()
 needs_ffmpeg = pytest.mark.skipif(FF is None, reason="needs ffmpeg (imageio-ffmpeg)")
 ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
@@ -34,18 +36,6 @@ ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
 
 def ff(*args: str) -> None:
     subprocess.run([FF, "-v", "error", "-y", *args], check=True, capture_output=True)
-
-
-def cli(capsys, *args: str) -> tuple[int, str]:
-    capsys.readouterr()
-    code = main([str(a) for a in args])
-    return code, capsys.readouterr().err.strip()
-
-
-def one_line(err: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

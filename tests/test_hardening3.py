@@ -18,18 +18,7 @@ from emoreel.cli import main
 from emoreel.media.sample import make_example_video
 from emoreel.results import RESULTS_CSV, RUN_JSON, csv_unsafe, load_results
 
-
-def cli(capsys, *args) -> tuple[int, str]:
-    capsys.readouterr()
-    code = main([str(a) for a in args])
-    return code, capsys.readouterr().err.strip()
-
-
-def one_line(err: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
+from helpers import cli_err as cli, one_line
 
 
 def read_batch(root: Path) -> list[dict]:

@@ -91,8 +91,8 @@ def run(args) -> int:
     from ..errors import InputError, OutputError
     from ..names import resolve_name
     from ..outputs.extract import (OutputDir, Selection, best_per_track, contact_sheet, fill_on_screen, find_runs,
-                                   other_emotion_frames, recorded_cuts, resolve_video, segments, select, stride,
-                                   write_crops, write_segments)  # fmt: skip
+                                   other_emotion_frames, recorded_cuts, resolve_video, segments, select, selection_labels,
+                                   stride, write_crops, write_segments)  # fmt: skip
     from .progress import Progress
     from ..results import load_results
     from ..types import EMOTIONS
@@ -121,7 +121,8 @@ def run(args) -> int:
         raise InputError(f"--min-share must be between 0 and 1 (got {args.min_share})")
     if args.size < 0 or (args.margin is not None and args.margin < 0):
         raise InputError("--size and --margin must be >= 0")
-    mask = select(res, sel)
+    labels = selection_labels(res, sel)  # decoded once, for the selection and for where padding stops
+    mask = select(res, sel, labels)
     if not mask.any():
         kind = "raw" if args.raw else "smoothed" if args.online else "confident decoded"
         what = f"{kind} '{args.emotion}'" + (f" of {args.person}" if args.person else "")
@@ -138,7 +139,7 @@ def run(args) -> int:
     info = probe(video)
     runs = find_runs(res, mask, emotion=args.emotion)
     segs = segments(runs, info.fps, info.frame_count, args.pad, args.merge_gap, stride(res), recorded_cuts(res), args.min_share,
-                    other_emotion_frames(res, sel))  # fmt: skip
+                    other_emotion_frames(res, sel, labels))  # fmt: skip
     fill_on_screen(res, segs)
     by_raw = args.raw or not args.online  # crops are scored by their own probability of the emotion unless --online
     gap, per_run = (0.0, runs) if args.best_gap == "run" else (args.best_gap, None)

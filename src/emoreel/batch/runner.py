@@ -37,6 +37,7 @@ from ..analysis.resume import differing_params, file_stamp, read_meta, same_file
 from ..analysis.stitch import Part, merge_parts, part_ranges
 from ..config import AnalyzeOptions
 from ..errors import DataError, EmoreelError, InputError, OutputError
+from ..media.images import encodable
 from ..results import RUN_JSON, atomic_write_text, csv_safe, csv_unsafe, write_error
 from .tasks import Task, one_line, pack_dir, unpack_dir
 
@@ -138,14 +139,6 @@ class Video:
 def shown(text: str) -> str:
     """``text`` as it can be written to a UTF-8 file: bytes of a file name that are not UTF-8 become \ufffd."""
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-        return True
-    except UnicodeEncodeError:
-        return False
 
 
 @dataclass
@@ -314,7 +307,7 @@ def run_batch(
         queue: list[Task] = []
         for v in videos:
             out = root / v.folder
-            if not is_utf8(v.input):
+            if not encodable(v.input):
                 v.status, v.reason = "failed", f"the file name is not UTF-8 (rename it): {shown(v.input)}"
                 continue
             if not Path(v.input).is_file():

@@ -45,15 +45,8 @@ def _declared_count(path: str) -> bool:
 def variable_frame_rate(path: str, timeout: float = 300.0) -> bool:
     """Whether the frames of ``path``'s video stream are not evenly spaced in time (phones record so): the packet
     timestamps, demuxed by ffmpeg (nothing decoded), differ by more than a rounding tick. False when ffmpeg cannot tell."""
-    import subprocess
-
-    exe = ffmpeg_exe()
-    if exe is None:
-        return False
-    try:
-        r = subprocess.run([exe, "-v", "error", "-nostdin", "-i", path, "-map", "0:v:0", "-c", "copy", "-f", "framecrc", "-"],
-                           capture_output=True, text=True, timeout=timeout)  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired):
+    r = _demux_video(path, "framecrc", timeout)
+    if r is None:
         return False
     pts = []
     for line in r.stdout.splitlines():
@@ -74,17 +67,24 @@ def variable_frame_rate(path: str, timeout: float = 300.0) -> bool:
 def container_intact(path: str, timeout: float = 120.0) -> bool:
     """Whether every packet of ``path``'s video stream is in the file: ffmpeg demuxes it (no decoding, seconds for
     a film) and reports nothing. A cut file says "partial file" or worse. False when ffmpeg cannot tell."""
+    r = _demux_video(path, "null", timeout)
+    return r is not None and r.returncode == 0 and not r.stderr.strip()
+
+
+def _demux_video(path: str, fmt: str, timeout: float):
+    """ffmpeg reading every packet of ``path``'s first video stream without decoding it, written as ``fmt`` to
+    stdout (``framecrc``: one line per packet; ``null``: nothing); the finished process (text output), or None
+    when there is no ffmpeg or it did not finish in ``timeout`` seconds."""
     import subprocess
 
     exe = ffmpeg_exe()
     if exe is None:
-        return False
+        return None
     try:
-        r = subprocess.run([exe, "-v", "error", "-nostdin", "-i", path, "-map", "0:v:0", "-c", "copy", "-f", "null", "-"],
-                           capture_output=True, timeout=timeout)  # fmt: skip
+        return subprocess.run([exe, "-v", "error", "-nostdin", "-i", path, "-map", "0:v:0", "-c", "copy", "-f", fmt, "-"],
+                              capture_output=True, text=True, errors="replace", timeout=timeout)  # fmt: skip
     except (OSError, subprocess.TimeoutExpired):
-        return False
-    return r.returncode == 0 and not r.stderr.strip()
+        return None
 
 
 def exact_fps(fps: float) -> Fraction:

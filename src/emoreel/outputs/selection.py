@@ -129,12 +129,14 @@ def selection_labels(res: Results, sel: Selection) -> tuple[np.ndarray, np.ndarr
     return dec.labels, np.where(dec.labels != "", 1.0, 0.0)
 
 
-def other_emotion_frames(res: Results, sel: Selection) -> dict[int, np.ndarray]:
+def other_emotion_frames(res: Results, sel: Selection, labels: tuple[np.ndarray, np.ndarray] | None = None
+                         ) -> dict[int, np.ndarray]:  # fmt: skip
     """Per track, the sorted frames where it confidently shows an emotion other than ``sel.emotion``
-    (by ``sel``'s own labels): where a clip's padding around that track's run must stop."""
+    (by ``sel``'s own labels; ``labels``: :func:`selection_labels` when already at hand): where a clip's
+    padding around that track's run must stop."""
     sel.check()
     c = res.cols
-    label, prob = selection_labels(res, sel)
+    label, prob = labels if labels is not None else selection_labels(res, sel)
     if sel.raw:  # the per-frame label's own probability (selection_labels gives the selected emotion's)
         prob = np.nan_to_num(c["emotion_prob"], nan=0.0)
     min_prob = confident_min_prob(res) if sel.min_prob is None else sel.min_prob
@@ -145,14 +147,15 @@ def other_emotion_frames(res: Results, sel: Selection) -> dict[int, np.ndarray]:
     return out
 
 
-def select(res: Results, sel: Selection) -> np.ndarray:
-    """Boolean mask of the rows matching ``sel``; unknown emotion/person names raise :class:`InputError`."""
+def select(res: Results, sel: Selection, labels: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Boolean mask of the rows matching ``sel``; unknown emotion/person names raise :class:`InputError`.
+    ``labels``: :func:`selection_labels` of ``res`` and ``sel`` when already computed (the decoding is not free)."""
     sel.check()
     c = res.cols
     if sel.person is not None and sel.person not in res.persons():
         known = ", ".join(res.persons()) or "none (analyze with --known-faces to name people)"
         raise InputError(f"unknown person '{sel.person}'; people in these results: {known}")
-    label, prob = selection_labels(res, sel)
+    label, prob = labels if labels is not None else selection_labels(res, sel)
     min_prob = confident_min_prob(res) if sel.min_prob is None else sel.min_prob
     mask = (c["accepted"] == 1) & (label == sel.emotion) & (prob >= min_prob)
     if sel.person is not None:

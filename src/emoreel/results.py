@@ -157,6 +157,29 @@ def check_output_dir(out_dir: str | Path, force: bool) -> None:
 LOCK_FILE = ".emoreel.lock"
 
 
+def hold_lock(path: Path, busy) -> int | None:
+    """An exclusive ``flock`` on ``path`` (created if needed) with this process's pid written in it: the open file
+    descriptor (closing it releases the lock), or None where ``flock`` does not exist. Held by another process:
+    :class:`OutputError` with ``busy(" (pid N)")`` (``busy("")`` when the holder wrote no pid)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock
+        return None
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise OutputError(f"cannot create {path}: {e.strerror or e}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 64).decode(errors="replace").strip()
+        os.close(fd)
+        raise OutputError(busy(f" (pid {holder})" if holder else "")) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
 class OutputLock:
     """An exclusive ``flock`` on ``out_dir/.emoreel.lock`` while a run writes there (released on close or exit).
 

@@ -38,7 +38,7 @@ from ..analysis.stitch import Part, merge_parts, part_ranges
 from ..config import AnalyzeOptions
 from ..errors import DataError, EmoreelError, InputError, OutputError
 from ..media.images import encodable
-from ..results import RUN_JSON, atomic_write_text, csv_safe, csv_unsafe, write_error
+from ..results import RUN_JSON, atomic_write_text, csv_safe, csv_unsafe, hold_lock, write_error
 from .tasks import Task, one_line, pack_dir, unpack_dir
 
 log = logging.getLogger(__name__)
@@ -165,26 +165,8 @@ class BatchLock:
     """``flock`` on ROOT/.batch.lock: a second batch into the same root is refused with one line."""
 
     def __init__(self, root: Path):
-        self.fd = None
-        try:
-            import fcntl
-        except ImportError:
-            return
-        path = root / LOCK_FILE
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise OutputError(f"cannot create {path}: {e.strerror or e}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.read(fd, 64).decode(errors="replace").strip()
-            os.close(fd)
-            raise OutputError(f"{root} is in use by another emoreel batch{f' (pid {holder})' if holder else ''}; "
-                              "wait for it to finish or use another -o") from None  # fmt: skip
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self.fd = fd
+        self.fd = hold_lock(root / LOCK_FILE, lambda who: f"{root} is in use by another emoreel batch{who}; "
+                                                          "wait for it to finish or use another -o")  # fmt: skip
 
     def close(self) -> None:
         if self.fd is not None:

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import OutputError
+from ..results import hold_lock
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -62,34 +63,21 @@ class OutputDir:
 
     def _lock(self) -> None:
         """``flock`` on a hidden file beside the folder: a second extract into it is refused, not interleaved."""
-        try:
-            import fcntl
-        except ImportError:
-            return
         lock = self.path.with_name(f".{self.path.name}.lock")
         try:
             lock.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise OutputError(f"cannot create {self.path}: {e.strerror}") from None
         while True:
-            try:
-                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as e:
-                raise OutputError(f"cannot create {lock}: {e.strerror}") from None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                holder = os.read(fd, 64).decode(errors="replace").strip()
-                os.close(fd)
-                raise OutputError(f"output folder {self.path} is in use by another emoreel{f' (pid {holder})' if holder else ''}"
-                                  "; wait for it to finish or choose another folder") from None  # fmt: skip
+            fd = hold_lock(lock, lambda who: f"output folder {self.path} is in use by another emoreel{who}; "
+                                             "wait for it to finish or choose another folder")  # fmt: skip
+            if fd is None:  # no flock here
+                return
             try:
                 same = os.fstat(fd).st_ino == os.stat(lock).st_ino  # not a lock file its holder removed meanwhile
             except OSError:
                 same = False
             if same:
-                os.ftruncate(fd, 0)
-                os.write(fd, str(os.getpid()).encode())
                 self.lock_fd, self.lock_path = fd, lock
                 return
             os.close(fd)

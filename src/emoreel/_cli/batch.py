@@ -25,6 +25,9 @@ def register(sub) -> None:
                    help="local engine: videos analysed at once (default: cores / 2, at least 1); each gets cores / N threads")
     g.add_argument("--address", default=None,
                    help="ray engine: 'auto' (a running cluster), HOST:PORT or ray://HOST:PORT (default: start Ray here)")
+    g.add_argument("--start-timeout", type=float, default=600.0, metavar="S",
+                   help="ray engine: end the batch when its tasks have waited S seconds for CPUs and none runs "
+                        "(default 600; 0: wait for ever, e.g. for an autoscaler)")
     g.add_argument("--retries", type=int, default=1, metavar="N",
                    help="more tries for a video whose worker died or failed unexpectedly (default 1)")
     g.add_argument("--split", type=int, default=None, metavar="N",
@@ -49,13 +52,20 @@ class BatchLine:
 
     def __init__(self, enabled: bool):
         self.enabled, self.drawn = enabled and sys.stderr.isatty(), False
+        self.width = 0
 
     def __call__(self, st: dict) -> None:
         if not self.enabled:
             return
         line = (f"videos {st['videos_done']}/{st['videos']}  frames {st['frames']}/{st['frames_total']}  "
                 f"{st['fps']:6.1f} frames/s  ETA {_hms(st['eta_s'])}  running {st['running']}  ")  # fmt: skip
-        sys.stderr.write("\r" + line)
+        if st.get("waiting"):
+            line += f"waiting for cluster CPUs {st['waiting']}"
+            if st.get("waited_s"):  # none runs
+                line += f" (none running for {_hms(st['waited_s'])})"
+            line += "  "
+        self.width = max(self.width, len(line))
+        sys.stderr.write("\r" + line.ljust(self.width))  # a shorter line covers the longer one before it
         sys.stderr.flush()
         self.drawn = True
 
@@ -104,7 +114,7 @@ def run(args) -> int:
     try:
         summary = run_batch(args.inputs, args.out, opts, engine=args.engine, workers=workers, address=args.address,
                             retries=args.retries, split=args.split, chunk_minutes=args.chunk_minutes,
-                            recursive=args.recursive, progress=bar)  # fmt: skip
+                            recursive=args.recursive, progress=bar, start_timeout=args.start_timeout)  # fmt: skip
     except KeyboardInterrupt as e:
         bar.close()
         print(f"emoreel: interrupted after {time.perf_counter() - t0:.0f} s; finished videos are kept, the rest are marked "

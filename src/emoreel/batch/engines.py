@@ -8,7 +8,10 @@ It sits above the pipeline: nothing in the pipeline knows it runs in a batch.
   task (memory never grows over a long batch; a process killed by the OS or by
   ``kill -9`` is noticed and its task reported ``lost``, so the batch retries it).
 * :class:`RayEngine`: one Ray task per :class:`Task` with ``num_cpus`` = the task's
-  threads; Ray re-runs tasks whose worker or node died (``max_retries``). Each task
+  threads, never more than the largest live node has; Ray re-runs tasks whose worker or
+  node died (``max_retries``). Tasks report start and progress to a small actor on the
+  driver's node, so the driver knows which tasks still wait for CPUs, and ends the batch
+  when none could start within ``start_timeout`` seconds. Each task
   works in a temporary folder on its node and sends results.csv and run.json back
   (compressed), and the driver writes them under the batch root, so the cluster
   needs no shared writable file system (the input videos must be readable at the
@@ -207,38 +210,57 @@ class LocalEngine:
         self.progress_q.close()
 
 
-class _StopFlag:
-    """A Ray actor the driver sets on Ctrl-C: running tasks see it, stop cleanly and send back their finished frames."""
+class _Board:
+    """A Ray actor on the driver's node: tasks say when they start and how far they are (and learn whether the driver
+    asked them to stop, on Ctrl-C); the driver reads it for the progress line and to see which tasks still wait."""
 
     def __init__(self):
         self.stopped = False
+        self.frames: dict[str, int] = {}  # key -> frames done, for every task that started
 
     def stop(self) -> None:
         self.stopped = True
 
-    def get(self) -> bool:
+    def report(self, key: str, frames: int) -> bool:
+        self.frames[key] = frames
         return self.stopped
 
+    def forget(self, keys: list[str]) -> None:
+        for k in keys:
+            self.frames.pop(k, None)
 
-def _ray_run(task, carry: dict | None, flag=None):
-    """A Ray task: run ``task`` in a temporary folder on this node and send the results folder back. When the
-    driver sets ``flag`` (Ctrl-C), the run stops as a local worker does on SIGTERM: incomplete, its frames kept."""
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.frames)
+
+
+def _ray_run(task, carry: dict | None, board=None):
+    """A Ray task: run ``task`` in a temporary folder on this node and send the results folder back. It reports its
+    progress to ``board`` (a :class:`_Board`); when the driver sets the board's stop (Ctrl-C), the run stops as a
+    local worker does on SIGTERM: incomplete, its frames kept."""
     import tempfile
     from pathlib import Path
+
+    import ray
 
     from .tasks import execute, pack_dir, unpack_dir
 
     last = [0.0]
 
+    def tell(done: int) -> bool:
+        try:
+            return bool(ray.get(board.report.remote(task.key, done), timeout=10))
+        except Exception:  # the board is gone (the driver's node died): the task still finishes
+            return False
+
     def progress(done, total):
         now = time.monotonic()
-        if flag is not None and now - last[0] >= 1.0:
+        if board is not None and now - last[0] >= 1.0:
             last[0] = now
-            import ray
-
-            if ray.get(flag.get.remote()):
+            if tell(done):
                 raise KeyboardInterrupt
 
+    if board is not None:
+        tell(0)  # started: the driver no longer counts it as waiting for resources
     with tempfile.TemporaryDirectory(prefix="emoreel-ray-") as tmp:
         out = Path(tmp) / "out"
         if carry:
@@ -247,7 +269,7 @@ def _ray_run(task, carry: dict | None, flag=None):
         outcome = execute(local, progress)
         if out.exists():
             outcome["files"] = pack_dir(out)
-        outcome["node"] = socket.gethostname()
+        outcome["node"] = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:8]}"
         return outcome
 
 
@@ -264,82 +286,220 @@ def _reachable(address: str) -> str | None:
         return e.strerror or str(e)
 
 
+AUTH_HINT = ("the cluster uses token authentication: set RAY_AUTH_MODE=token and give its token "
+             "(~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN)")  # fmt: skip
+
+
+def _connect_error(e: BaseException) -> str:
+    """One line for a failed ``ray.init``: an authentication failure says what to set."""
+    text = str(e).strip()
+    if type(e).__name__ == "AuthenticationError" or "InvalidAuthToken" in text or "auth_token" in text.lower():
+        return AUTH_HINT
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _auth_problem(address: str) -> str | None:
+    """:data:`AUTH_HINT` when the cluster at ``address`` refuses us for want of its token (asked once, quietly: Ray
+    would otherwise retry for 20 s, printing a line a second, and then say only that it cannot connect)."""
+    try:
+        from ray._raylet import GcsClient  # not public API: where it is missing, ray.init reports the problem
+    except Exception:
+        return None
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)  # the GCS client logs the refusal on stderr from C++
+            GcsClient(address=address)
+    except Exception as e:
+        return AUTH_HINT if _connect_error(e) == AUTH_HINT else None
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    return None
+
+
+def _cpus(n: float) -> str:
+    return f"{n:g} CPU" + ("" if n == 1 else "s")
+
+
 class RayEngine:
-    """Each task a Ray task requesting its threads as CPUs; Ray retries tasks whose worker died."""
+    """Each task a Ray task requesting its threads as CPUs (never more than the largest node has); Ray retries tasks
+    whose worker or node died. ``start_timeout``: seconds a batch may wait with tasks queued and none running before
+    it ends with :class:`EngineError` (0: wait for ever, e.g. for an autoscaler)."""
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, max_retries: int = 3):
+    def __init__(self, address: str | None = None, max_retries: int = 3, start_timeout: float = 600.0):
         try:
             import ray
         except ImportError:
             raise EngineError("--engine ray needs Ray: pip install 'emoreel[ray]' (or pip install ray)") from None
+        if not (start_timeout >= 0):
+            raise InputError(f"--start-timeout must be 0 (no limit) or more seconds, not {start_timeout}")
         self.ray = ray
         self.owned = False
+        self.address = address or "a new local Ray"
         if address and address != "auto":
             why = _reachable(address)
             if why:
                 raise EngineError(f"cannot reach the Ray cluster at {address}: {why}")
+            if not address.startswith("ray://") and not ray.is_initialized():
+                why = _auth_problem(address)
+                if why:
+                    raise EngineError(f"cannot connect to Ray ({address}): {why}")
         if not ray.is_initialized():
             if address and address.startswith("ray://"):
                 try:
                     import grpc  # noqa: F401  (Ray Client)
                 except ImportError:
                     raise EngineError("ray:// addresses need Ray Client: pip install 'ray[client]'") from None
+            kept = _signal_handlers()
             try:
                 ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False,
                          include_dashboard=False if not address else None, ignore_reinit_error=True)  # fmt: skip
-            except Exception as e:  # ConnectionError, RuntimeError, ... : one line, no traceback
-                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise EngineError(f"cannot connect to Ray ({address or 'a new local instance'}): {msg}") from None
+            except Exception as e:  # ConnectionError, AuthenticationError, ... : one line, no traceback
+                raise EngineError(f"cannot connect to Ray ({address or 'a new local instance'}): {_connect_error(e)}") from None
+            finally:
+                _restore_signal_handlers(kept)  # SIGTERM stays ours: a batch stopped by `timeout` or docker ends cleanly
             self.owned = True
         self.max_retries = max_retries
+        self.start_timeout = float(start_timeout)
         self.pending: dict = {}  # ObjectRef -> task
+        self.cpus: dict = {}  # ObjectRef -> CPUs it asked for
         self._remote = ray.remote(_ray_run)
-        self.flag = None  # a _StopFlag actor, made with the first task
+        self.board = None  # a _Board actor, made with the first task
+        self.started: dict[str, int] = {}  # key -> frames done, of tasks that started (from the board)
+        self._polled = 0.0
+        self._idle_since: float | None = None  # since when tasks wait and none runs
+
+    # -- the cluster -----------------------------------------------------------------------------
+
+    def nodes(self) -> list[float]:
+        """CPUs of each live node of the cluster."""
+        return [float(n.get("Resources", {}).get("CPU", 0)) for n in self.ray.nodes() if n.get("Alive")]
+
+    def describe(self) -> str:
+        """The cluster in words: nodes, CPUs, free CPUs."""
+        nodes = self.nodes()
+        try:
+            free = float(self.ray.available_resources().get("CPU", 0))
+        except Exception:
+            free = float("nan")
+        sizes = " + ".join(f"{c:g}" for c in sorted(nodes, reverse=True)[:8]) + (" + ..." if len(nodes) > 8 else "")
+        return f"{len(nodes)} node{'s' if len(nodes) != 1 else ''} ({sizes or 'no'} CPUs, {free:g} free)"
 
     def threads_per_task(self, wanted: int) -> int:
-        return max(1, wanted)
+        """``wanted`` threads, but never more than the largest node's CPUs (a task asking for more would never run);
+        :class:`EngineError` when no node has a CPU."""
+        nodes = self.nodes()
+        biggest = int(max(nodes, default=0))
+        if biggest < 1:
+            raise EngineError(f"the Ray cluster at {self.address} has no node with a CPU for tasks ({self.describe()}); "
+                              "start one: ray start --address HEAD:PORT --num-cpus N")  # fmt: skip
+        threads = max(1, min(int(wanted), biggest))
+        if threads < wanted:
+            log.info("%d thread%s per video: the largest Ray node has %s", threads, "s" if threads > 1 else "", _cpus(biggest))
+        return threads
+
+    # -- tasks -------------------------------------------------------------------------------------
 
     def free(self) -> int:
         return 1 << 30  # Ray queues tasks itself
 
     def submit(self, task, carry: dict | None = None) -> None:
-        if self.flag is None:
-            self.flag = self.ray.remote(num_cpus=0)(_StopFlag).remote()
-        ref = self._remote.options(num_cpus=task.options.get("threads", 1), max_retries=self.max_retries,
-                                   name=f"emoreel:{task.key}").remote(task, carry, self.flag)  # fmt: skip
+        if self.board is None:
+            self.board = self._board()
+        cpus = max(1, int(task.options.get("threads", 1)))
+        ref = self._remote.options(num_cpus=cpus, max_retries=self.max_retries,
+                                   name=f"emoreel:{task.key}").remote(task, carry, self.board)  # fmt: skip
         self.pending[ref] = task
+        self.cpus[ref] = cpus
+
+    def _board(self):
+        """The board actor, on this (the driver's) node where Ray allows: it needs no CPU."""
+        opts: dict = {"num_cpus": 0}
+        try:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(self.ray.get_runtime_context().get_node_id(), soft=True)
+        except Exception:  # Ray Client or an older Ray: anywhere
+            pass
+        return self.ray.remote(**opts)(_Board).remote()
 
     @property
     def running(self) -> dict:
         return self.pending
 
+    def waiting(self) -> int:
+        """Tasks submitted that have not started yet (queued for CPUs)."""
+        return sum(t.key not in self.started for t in self.pending.values())
+
     def progress(self) -> dict:
-        return {}
+        """Frames done by started tasks (key -> frames), read from the board at most once a second."""
+        now = time.monotonic()
+        if self.board is not None and self.pending and now - self._polled >= 1.0:
+            self._polled = now
+            try:
+                snap = self.ray.get(self.board.snapshot.remote(), timeout=5)
+            except Exception:
+                snap = None
+            if snap is not None:
+                keys = {t.key for t in self.pending.values()}
+                self.started = {k: n for k, n in snap.items() if k in keys}
+        return dict(self.started)
 
     def wait(self, timeout: float = 0.5) -> list[tuple[object, dict]]:
         if not self.pending:
+            self._idle_since = None
             return []
         ready, _ = self.ray.wait(list(self.pending), num_returns=len(self.pending), timeout=timeout)
         done = []
         for ref in ready:
             task = self.pending.pop(ref)
+            self.cpus.pop(ref, None)
+            self.started.pop(task.key, None)
             try:
                 outcome = self.ray.get(ref)
             except Exception as e:  # the worker died more often than max_retries, or the task was cancelled
                 msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 outcome = {"status": LOST, "reason": f"Ray task failed: {type(e).__name__}: {msg}"[:300]}
             done.append((task, outcome))
+        if done and self.board is not None:
+            self.board.forget.remote([t.key for t, _ in done])  # a retried key starts again from "waiting"
+        self._check_start(bool(done))
         return done
 
+    def _check_start(self, finished: bool) -> None:
+        """End the batch (:class:`EngineError`) when tasks have waited ``start_timeout`` seconds and none ran."""
+        self.progress()
+        if finished or not self.pending or len(self.started) > 0:
+            self._idle_since = None
+            return
+        now = time.monotonic()
+        if self._idle_since is None:
+            self._idle_since = now
+        elif self.start_timeout and now - self._idle_since > self.start_timeout:
+            need = max(self.cpus.values(), default=1)
+            lower = ", lower --threads" if need > 1 else ""
+            raise EngineError(f"no Ray task could start in {self.start_timeout:g} s: each asks for {_cpus(need)}, the "
+                              f"cluster has {self.describe()}; add nodes or free CPUs{lower}, or raise --start-timeout "
+                              "(0: no limit)")  # fmt: skip
+
+    def waited_s(self) -> float:
+        """Seconds the batch has waited with tasks queued and none running (0 when something runs)."""
+        return time.monotonic() - self._idle_since if self._idle_since is not None else 0.0
+
     def interrupt(self, grace: float = 15.0) -> list[tuple[object, dict]]:
-        """Stop the running tasks cleanly: they see the stop flag, end incomplete and send back their finished
-        frames (in the outcome's ``files``); tasks still running after ``grace`` seconds are cancelled."""
+        """Stop the running tasks cleanly: they see the board's stop, end incomplete and send back their finished
+        frames (in the outcome's ``files``); tasks still running after ``grace`` seconds, and queued ones, are
+        cancelled."""
         out = []
-        if self.flag is not None and self.pending:
+        if self.board is not None and self.pending:
             try:
-                self.ray.get(self.flag.stop.remote(), timeout=grace)
+                self.ray.get(self.board.stop.remote(), timeout=grace)
+                for ref, t in list(self.pending.items()):  # queued tasks never start
+                    if t.key not in self.started:
+                        self.ray.cancel(ref, force=False)
                 deadline = time.monotonic() + grace
                 while self.pending and time.monotonic() < deadline:
                     out += self.wait(0.5)
@@ -352,22 +512,41 @@ class RayEngine:
                 pass
         out += [(t, {"status": "incomplete", "reason": "interrupted"}) for t in self.pending.values()]
         self.pending.clear()
+        self.cpus.clear()
         return out
 
     def close(self) -> None:
         if self.pending:
             self.interrupt()
         if self.owned:
+            kept = _signal_handlers()
             self.ray.shutdown()
+            _restore_signal_handlers(kept)
+
+
+def _signal_handlers() -> dict:
+    """This process's SIGTERM/SIGHUP/SIGINT handlers (Ray replaces them when it starts in the driver)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+
+
+def _restore_signal_handlers(kept: dict) -> None:
+    for s, h in kept.items():
+        if h is not None and signal.getsignal(s) is not h:
+            try:
+                signal.signal(s, h)
+            except (ValueError, OSError, TypeError):
+                pass
 
 
 ENGINES = ("local", "ray")
 
 
-def create_engine(name: str, workers: int = 1, address: str | None = None):
+def create_engine(name: str, workers: int = 1, address: str | None = None, start_timeout: float = 600.0):
     """``local`` or ``ray`` (an unknown name lists the valid ones)."""
     if name == "local":
         return LocalEngine(workers)
     if name == "ray":
-        return RayEngine(address)
+        return RayEngine(address, start_timeout=start_timeout)
     raise InputError(f"unknown engine {name!r}; valid: {', '.join(ENGINES)}")

@@ -50,6 +50,7 @@ VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
                   ".m2ts", ".3gp", ".ogv"}  # fmt: skip
 BATCH_COLUMNS = ("input", "folder", "status", "frames", "faces", "tracks", "duration_s", "wall_s", "attempts", "parts", "reason")
 STATUSES = ("complete", "skipped", "failed", "incomplete", "pending")
+WAIT_WARNING_S = 30.0  # Ray: tasks queued this long with none running are reported once
 
 
 # -- inputs and names -------------------------------------------------------------------------
@@ -126,6 +127,7 @@ class Video:
     parts: int = 0
     reason: str = ""
     expected: int = 0  # frames the analysis will process (for the progress line)
+    nodes: list[str] = field(default_factory=list)  # Ray: the nodes that ran it (host/node id), in order
     part_list: list[Part] = field(default_factory=list)
     done_parts: set[int] = field(default_factory=set)
 
@@ -154,10 +156,16 @@ class BatchSummary:
     def ok(self) -> bool:
         return all(v.status in ("complete", "skipped") for v in self.videos)
 
+    @property
+    def nodes(self) -> list[str]:
+        """The Ray nodes that ran this batch's tasks (empty for the local engine)."""
+        return sorted({n for v in self.videos for n in v.nodes})
+
     def line(self) -> str:
         frames = sum(v.frames for v in self.videos if v.status == "complete")
         parts = [f"{self.count(s)} {s}" for s in STATUSES if self.count(s)]
-        return (f"{len(self.videos)} videos: {', '.join(parts)}; {frames} frames analysed in {self.seconds:.1f} s; "
+        on = f" on {len(self.nodes)} Ray node{'s' if len(self.nodes) != 1 else ''}" if self.nodes else ""
+        return (f"{len(self.videos)} videos: {', '.join(parts)}; {frames} frames analysed in {self.seconds:.1f} s{on}; "
                 f"{self.root / BATCH_CSV}")  # fmt: skip
 
 
@@ -229,19 +237,24 @@ def run_batch(
     chunk_minutes: float | None = None,
     recursive: bool = False,
     progress: ProgressFn | None = None,
+    start_timeout: float = 600.0,
 ) -> BatchSummary:
     """Analyze every video of ``inputs`` into ``root/<folder>/`` and list them in ``root/batch.csv``.
 
     ``engine`` is ``local`` (``workers`` processes) or ``ray`` (``address``: None for a
     new local Ray, ``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``), or an engine object.
+    On Ray each task asks for its threads as CPUs, at most the largest node's; when
+    tasks have waited ``start_timeout`` seconds for CPUs and none runs, the batch ends
+    (:class:`~emoreel.batch.engines.EngineError`, the videos marked incomplete).
     A failed input never stops the others; ``retries`` more tries are given to tasks
     whose worker died or that failed unexpectedly. ``progress`` gets a dict (videos
-    done/total, frames done/total, frames/s, ETA) at most a few times a second.
+    done/total, frames done/total, frames/s, ETA, tasks running and waiting for
+    resources) at most a few times a second.
     Ctrl-C stops the running videos cleanly (incomplete, resumed by the next run),
     writes batch.csv and re-raises KeyboardInterrupt.
     """
     from ..model.emotion import resolve_model, sha256_file
-    from .engines import LOST, create_engine
+    from .engines import LOST, EngineError, create_engine
     from ..media.video import probe, variable_frame_rate
 
     if retries < 0:
@@ -271,7 +284,8 @@ def run_batch(
     t0 = time.perf_counter()
     try:
         try:
-            eng = create_engine(engine, workers, address) if isinstance(engine, str) else engine
+            eng = create_engine(engine, workers, address, start_timeout) if isinstance(engine, str) else engine
+            threads = eng.threads_per_task(o.threads)
         except BaseException:
             lock.close()
             if created:  # a failed start leaves no root behind
@@ -281,7 +295,6 @@ def run_batch(
                 except OSError:
                     pass
             raise
-        threads = eng.threads_per_task(o.threads)
         params = replace(o, threads=threads).to_dict()
         videos = [Video(p, folder_name(p)) for p in paths]
         earlier = _earlier_rows(root, {v.folder for v in videos})
@@ -340,6 +353,7 @@ def run_batch(
         total_frames = sum(v.expected for v in videos if v.status not in ("skipped", "failed"))
         session_t0 = time.perf_counter()
         last_report = 0.0
+        warned_wait = False
 
         def report(force: bool = False) -> None:
             nonlocal last_report
@@ -349,10 +363,12 @@ def run_batch(
             last_report = now
             frames = sum(done_frames.values()) + sum(live.values())
             rate = frames / (now - session_t0) if now > session_t0 else 0.0
+            waiting = eng.waiting() if hasattr(eng, "waiting") else 0
             progress({"videos_done": sum(v.status in ("complete", "skipped", "failed") for v in videos),
                       "videos": len(videos), "frames": frames, "frames_total": total_frames, "fps": rate,
                       "eta_s": (total_frames - frames) / rate if rate > 0 and total_frames else None,
-                      "running": len(eng.running)})  # fmt: skip
+                      "running": len(eng.running) - waiting, "waiting": waiting,
+                      "waited_s": eng.waited_s() if hasattr(eng, "waited_s") else 0.0})  # fmt: skip
 
         def submit(t: Task) -> None:
             attempts[t.key] = attempts.get(t.key, 0) + 1
@@ -371,6 +387,8 @@ def run_batch(
                 for t, outcome in eng.wait(0.25):
                     v = by_folder[t.key.split("/")[0]]
                     live.pop(t.key, None)
+                    if outcome.get("node") and outcome["node"] not in v.nodes:
+                        v.nodes.append(outcome["node"])
                     if outcome.get("files"):
                         try:
                             unpack_dir(outcome["files"], t.out)
@@ -404,11 +422,17 @@ def run_batch(
                         if v.part_list:  # the other parts of this video are of no use now
                             queue[:] = [q for q in queue if q.key.split("/")[0] != v.folder]
                     write_csv()
+                running = {t.key for t in eng.running.values()} if getattr(eng, "name", "") == "ray" else eng.running
                 for k, n in eng.progress().items():
-                    if k in eng.running:  # a finished task's last count is in done_frames: never counted twice
+                    if k in running:  # a finished task's last count is in done_frames: never counted twice
                         live[k] = n
+                if not warned_wait and getattr(eng, "waited_s", lambda: 0.0)() >= min(WAIT_WARNING_S, start_timeout / 2 or WAIT_WARNING_S):
+                    warned_wait = True  # said once, also where there is no progress line (a log, a pipe)
+                    log.warning("%d tasks wait for CPUs on the Ray cluster (%s), none runs; the batch ends if none "
+                                "starts within %g s", eng.waiting(), eng.describe(), start_timeout)  # fmt: skip
                 report()
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, EngineError) as stop:
+            why = "interrupted" if isinstance(stop, KeyboardInterrupt) else f"not started: {one_line(str(stop))}"
             for t, outcome in eng.interrupt():
                 v = by_folder[t.key.split("/")[0]]
                 if outcome.get("files"):  # a Ray node's finished frames, sent back: kept, resumed by the next run
@@ -420,10 +444,10 @@ def run_batch(
                     v.status = "complete"
                     v.frames, v.faces, v.tracks = (int(outcome.get(k) or 0) for k in ("frames", "faces", "tracks"))
                 elif v.status not in ("failed",):
-                    v.status, v.reason = "incomplete", "interrupted"
+                    v.status, v.reason = "incomplete", why
             for v in videos:
                 if v.status in ("pending", "running"):
-                    v.status, v.reason = "incomplete", "interrupted"
+                    v.status, v.reason = "incomplete", why
             write_csv()
             raise
         report(force=True)

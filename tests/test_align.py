@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from emoreel.faces.align import (
-    NO_EYES, NOT_FRONTAL, TILTED, TOO_SMALL, align_face, estimate_yaw, eye_transform, frontal_gate, landmark_transform,
+    IMPLAUSIBLE, NO_EYES, NOT_FRONTAL, TILTED, TOO_SMALL, align_face, estimate_yaw, eye_transform, frontal_gate, landmark_transform,
 )
 from emoreel.model.emotion import InputSpec
 from emoreel.types import Faces
@@ -66,6 +66,28 @@ def test_five_point_alignment_covers_a_turned_face():
     mouth_y = lambda m: float((turned[3:] @ m[:, :2].T + m[:, 2])[:, 1].mean())  # noqa: E731
     assert mouth_y(eyes_only) > 48  # eye-only alignment zooms in: the mouth falls out of the crop
     assert 30 < mouth_y(five) < 42  # 5 points keep the whole face in the crop
+
+
+def five(box, eyes=((40, 40), (60, 40)), nose=(50, 52), mouth=((42, 62), (58, 62))):
+    f = face(box, eyes, nose)
+    f.landmarks[0, 3], f.landmarks[0, 4] = mouth
+    return f
+
+
+def test_landmarks_that_cannot_be_a_face_are_rejected_turned_faces_are_not():
+    box = (25, 20, 75, 80)
+    assert gate(five(box)) == ""
+    # turned ~60 degrees: eyes and mouth squeezed to one side, the nose past the far eye: still a face
+    assert gate(five(box, eyes=((40, 40), (56, 40)), nose=(60, 52), mouth=((43, 63), (55, 63)))) == ""
+    assert gate(five(box, nose=(50, 36))) == IMPLAUSIBLE  # the nose above the eyes
+    assert gate(five(box, mouth=((42, 48), (58, 48)), nose=(50, 55))) == IMPLAUSIBLE  # the mouth above the nose
+    assert gate(five(box, mouth=((58, 62), (42, 62)))) == IMPLAUSIBLE  # the mouth corners swapped
+    # the same rules in the face's own frame: a face rolled 25 degrees passes, its nose moved above the eyes fails
+    c, s_ = math.cos(math.radians(25)), math.sin(math.radians(25))
+    rot = lambda p: (50 + (p[0] - 50) * c - (p[1] - 50) * s_, 50 + (p[0] - 50) * s_ + (p[1] - 50) * c)  # noqa: E731
+    pts = dict(eyes=(rot((40, 40)), rot((60, 40))), nose=rot((50, 52)), mouth=(rot((42, 62)), rot((58, 62))))
+    assert gate(five(box, **pts)) == ""
+    assert gate(five(box, **{**pts, "nose": rot((50, 36))})) == IMPLAUSIBLE
 
 
 def test_haar_faces_without_nose_use_eyes_only():

@@ -27,6 +27,7 @@ NO_EYES = "eyes_not_found"
 EYES_OUTSIDE = "eyes_outside_box"
 TILTED = "tilted"
 NOT_FRONTAL = "not_frontal"
+IMPLAUSIBLE = "landmarks_implausible"
 BLURRY = "blurry"
 
 
@@ -52,6 +53,27 @@ def estimate_yaw(landmarks: np.ndarray) -> float:
     return math.degrees(math.atan2(along, NOSE_DEPTH))
 
 
+def implausible(landmarks: np.ndarray) -> bool:
+    """Five landmarks that cannot be an upright face's, in the frame of its eye line: the nose tip not below
+    the eyes, the mouth not below the nose, or the left mouth corner right of the right one. A turned head
+    keeps this order (its nose may pass the far eye sideways, never upwards), so only broken landmark sets
+    fail: a detector's guess on a hand or on a face upside down. Faces without nose or mouth pass."""
+    el, er, nose = landmarks[EYE_L], landmarks[EYE_R], landmarks[NOSE]
+    ml, mr = landmarks[MOUTH_L], landmarks[MOUTH_R]
+    if np.isnan(landmarks).any():
+        return False
+    u = (er - el).astype(np.float64)
+    n = math.hypot(u[0], u[1])
+    if n < 1e-9:
+        return True
+    u /= n
+    down = np.array([-u[1], u[0]])  # image y points down
+    mid = (el + er) / 2
+    nose_h = float((nose - mid) @ down)
+    mouth_h = float(((ml + mr) / 2 - mid) @ down)
+    return not (0 < nose_h < mouth_h) or float((mr - ml) @ u) <= 0
+
+
 def frontal_gate(
     faces: Faces,
     min_face: int = 40,
@@ -65,7 +87,9 @@ def frontal_gate(
     missing or outside the box, the eye line is tilted more than ``max_roll``
     degrees, the eyes are closer than ``min_eye_ratio`` of the box width (a
     profile), or the head is turned more than ``max_yaw`` degrees
-    (:func:`estimate_yaw`; faces without a nose landmark skip this test).
+    (:func:`estimate_yaw`; faces without a nose landmark skip this test), or its
+    landmarks cannot be a face's (:func:`implausible`: the nose not below the eye
+    line, the mouth not below the nose, the mouth corners swapped).
     """
     n = len(faces)
     accepted = np.ones(n, bool)
@@ -91,6 +115,8 @@ def frontal_gate(
                 reason = NOT_FRONTAL
             elif not np.isnan(nose).any() and abs(estimate_yaw(faces.landmarks[i])) > max_yaw:
                 reason = NOT_FRONTAL
+            elif implausible(faces.landmarks[i]):
+                reason = IMPLAUSIBLE
         if reason:
             accepted[i] = False
             reasons[i] = reason

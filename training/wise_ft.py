@@ -32,7 +32,8 @@ def main() -> int:
     ap.add_argument("runs", nargs="+", help="the fine-tunes' folders (best.pt and last.pt of each), same start")
     ap.add_argument("--start", required=True, help="the exported float ONNX they were fine-tuned from (--init)")
     ap.add_argument("--alpha", type=float, default=0.8, help="weight of the fine-tunes (1 = the fine-tunes alone)")
-    ap.add_argument("--data", required=True, help="training data (BatchNorm statistics of the start network)")
+    ap.add_argument("--data", required=True, help="training data (BatchNorm statistics of the start network, at the "
+                    "fine-tunes' input size: a 48-px start of a 64-px run is rebuilt on 64-px faces)")
     ap.add_argument("-o", "--out", required=True)
     a = ap.parse_args()
     members, provenance = [], []
@@ -47,7 +48,7 @@ def main() -> int:
             first = (ck, cfg)  # the card's training record: the first run's
     ck, cfg = first
     start = build_model(cfg)
-    init_from_onnx(start, a.start, load_dataset(a.data, "train").images, cfg)
+    init_from_onnx(start, a.start, load_dataset(a.data, "train", cfg.size).images, cfg)  # at the fine-tunes' size
     sd = {k: v.clone() for k, v in members[0].items()}
     parts = [(m, a.alpha / len(members)) for m in members] + [(start.state_dict(), 1 - a.alpha)]
     for k, v in sd.items():

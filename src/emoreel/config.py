@@ -28,7 +28,7 @@ class AnalyzeOptions:
     min_face: int = opt(40, "smallest face (box side in pixels) that is classified")
     max_yaw: float = opt(70.0, "face gate: max head turn in degrees, estimated from the nose's offset between the eyes (70: while both eyes show; 25: faces looking at the camera)")
     max_roll: float = opt(30.0, "frontal gate: max eye-line tilt in degrees")
-    min_sharpness: float = opt(10.0, "blur gate: min variance of the Laplacian of the aligned face crop")
+    min_sharpness: float = opt(10.0, "blur gate: min variance of the Laplacian of the aligned face crop (at 48 px, whatever the model's input)")
     scene_cut: float = opt(20.0, "mean grey-level change (0-255) between frames that counts as a shot cut; 0 = off")
     margin: float = opt(0.0, "extra margin around the aligned crop, as a fraction of its size")
     model: str | None = opt(None, "emotion model: an ONNX file with its card beside it, or a shipped model's name (emoreel-fer-int8, the default; emoreel-fer, its float original)")

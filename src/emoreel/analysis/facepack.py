@@ -3,7 +3,8 @@
 A labelled photo set (:mod:`emoreel.model.photoset`) holds whole photos. To train on them the way
 analyze will see faces, each photo goes through analyze's own photo path (detection at photo
 resolution with the second look, the gate, 5-point alignment; :func:`emoreel.analysis.evaluate_photos.largest_faces`)
-and its largest accepted face is aligned to the model's input. Each training photo also gives
+and its largest accepted face is aligned to the model's input (or to the same face template at another
+``size``: a 64-px pack is cropped at 64 px from the photo, not enlarged from 48). Each training photo also gives
 a *small copy*: the photo shrunk so that its face is :data:`SMALL_FACE` px (the sizes of a
 crowd shot, down to analyze's smallest classified face), with blur, dim light, sensor noise
 and JPEG drawn at random, and the face aligned from that small photo with its landmarks
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -60,14 +62,22 @@ def _grey(crop: np.ndarray) -> np.ndarray:
     return crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
 
 
+def pack_spec(model: EmotionModel, size: int | None = None) -> InputSpec:
+    """The geometry faces are packed at: ``model``'s face template at ``size`` x ``size`` px (None: the model's size)."""
+    if size is None:
+        return model.spec
+    return replace(model.spec, width=int(size), height=int(size), crop=0)
+
+
 def photo_faces(data: str | Path, split: str, model: EmotionModel, options=None, small_copies: int = 0,
-                seed: int = 0, progress=None) -> tuple[LabelledFaces, dict]:  # fmt: skip
+                seed: int = 0, progress=None, size: int | None = None) -> tuple[LabelledFaces, dict]:  # fmt: skip
     """Aligned faces of split ``split`` of a labelled photo set (plus ``small_copies`` small copies of each).
 
-    Returns the faces (grey, the model's input size) and counts: photos, faces found, skipped.
+    ``model`` finds and gates the faces as analyze does; each is aligned to its template at ``size`` px (None:
+    the model's input size). Returns the faces (grey) and counts: photos, faces found, skipped.
     """
     o = options or AnalyzeOptions()
-    spec = model.spec
+    spec = pack_spec(model, size)
     rng = np.random.default_rng(seed)
     images: list[np.ndarray] = []
     labels: list[int] = []
@@ -95,15 +105,17 @@ def photo_faces(data: str | Path, split: str, model: EmotionModel, options=None,
                 labels.append(label)
     if not images:
         raise DataError(f"{data} [{split}]: no face found and kept in any photo")
-    source = f"{data} [{split}]: {found} faces of {len(files)} photos" + (f", each with {small_copies} small copies" if small_copies else "")
+    source = (f"{data} [{split}]: {found} faces of {len(files)} photos at {spec.width} px"
+              + (f", each with {small_copies} small copies" if small_copies else ""))  # fmt: skip
     faces_out = LabelledFaces(np.stack(images).astype(np.uint8), np.asarray(labels, np.int64), source=source)
     return faces_out, {"photos": len(files), "found": found, "unreadable": len(skipped)}
 
 
 def pack_photo_set(data: str | Path, out: str | Path, model: EmotionModel, small_copies: int = 1, seed: int = 0,
-                   progress=None) -> Path:  # fmt: skip
-    """Pack ``train`` (with ``small_copies`` small copies of each face) and ``dev`` (as shot) of a photo set."""
-    train, _ = photo_faces(data, "train", model, small_copies=small_copies, seed=seed, progress=progress)
-    dev, _ = photo_faces(data, "dev", model, progress=progress)
+                   progress=None, size: int | None = None) -> Path:  # fmt: skip
+    """Pack ``train`` (with ``small_copies`` small copies of each face) and ``dev`` (as shot) of a photo set,
+    aligned at ``size`` px (None: ``model``'s input size)."""
+    train, _ = photo_faces(data, "train", model, small_copies=small_copies, seed=seed, progress=progress, size=size)
+    dev, _ = photo_faces(data, "dev", model, progress=progress, size=size)
     return save_pack(out, {"train": train, "dev": dev})
 

@@ -30,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..faces.align import BLURRY, align_faces, frontal_gate, sharpness
+from ..faces.align import BLURRY, align_faces, frontal_gate, gate_sharpness
 from ..faces.detector import FaceDetector
 from ..faces.track import iou_matrix
 from ..types import Faces, Frame
@@ -198,7 +198,7 @@ class Align(Stage):
         crops, idx = align_faces(frame.image, faces, self.spec, self.o.margin)
         work.crops, work.crop_idx = [], np.zeros(0, int)
         if len(idx):
-            faces.sharpness[idx] = sharp = np.array([sharpness(c) for c in crops])
+            faces.sharpness[idx] = sharp = gate_sharpness(frame.image, faces, idx, self.spec, crops, self.o.margin)
             blurry = sharp < self.o.min_sharpness
             for i in idx[blurry]:
                 faces.accepted[i], faces.reasons[i] = False, BLURRY

@@ -14,6 +14,7 @@ landmarks (or a card without the template) the eyes alone go to ``face.eyes``.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -204,3 +205,20 @@ def sharpness(crop: np.ndarray) -> float:
     """Variance of the Laplacian of a crop: higher is sharper."""
     grey = crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
     return float(cv2.Laplacian(grey, cv2.CV_32F).var())
+
+
+SHARPNESS_SIDE = 48
+"""Side (px) of the crop the blur gate measures. ``--min-sharpness`` was set on 48-px crops, and a face's
+Laplacian variance falls as its crop grows (a 46-px face: about half at 64 px), so a model with another
+input size is gated on the same face aligned at this side: the same faces pass whatever the model."""
+
+
+def gate_sharpness(image: np.ndarray, faces: Faces, idx: np.ndarray, spec: InputSpec, crops: list[np.ndarray],
+                   margin: float = 0.0) -> np.ndarray:  # fmt: skip
+    """:func:`sharpness` of faces ``idx`` (``crops``: theirs at ``spec``) as the blur gate sees them, at
+    :data:`SHARPNESS_SIDE` px: the crops themselves for a 48-px model, else the faces aligned again at 48."""
+    if (spec.width, spec.height) != (SHARPNESS_SIDE, SHARPNESS_SIDE):
+        gate = replace(spec, width=SHARPNESS_SIDE, height=SHARPNESS_SIDE, crop=0)
+        crops = [align_face(image, faces.landmarks[i, EYE_L], faces.landmarks[i, EYE_R], gate, margin, faces.landmarks[i])
+                 for i in idx]  # fmt: skip
+    return np.array([sharpness(c) for c in crops], np.float64)

@@ -4,8 +4,10 @@ FER2013's faces are clean, centred web images; faces in video are small, blurred
 dim, noisy, compressed and turned. :class:`Degrade` applies those conditions to a
 batch of grey uint8 crops, each family independently with probability ``p``:
 
-- low resolution: down to 10-32 px and back up (a small face upscaled to the model's size);
-- blur: Gaussian, sigma 0.5-1.6 px (focus, motion);
+- low resolution: down to 10-32 px and back up (a small face upscaled to the model's size; pixels of the
+  face itself, so the same at any model input size);
+- blur: Gaussian, sigma 0.5-1.6 px of a 48-px crop (focus, motion), widened with larger crops
+  (:data:`REFERENCE_SIDE`) so that it takes the same share of the face;
 - low light: gamma 1.2-2.6 and brightness x0.12-0.7 (a dark audience);
 - contrast loss: to 35-80% around the mean (haze, flat light);
 - noise: Gaussian, sigma 2-14 grey levels (sensor noise, stronger after low light);
@@ -23,6 +25,9 @@ import cv2
 import numpy as np
 
 FAMILIES = ("lowres", "blur", "lowlight", "contrast", "noise", "jpeg")
+
+REFERENCE_SIDE = 48
+"""The crop side (px) the blur widths are given for; a 64-px crop gets 64/48 times the sigma."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,7 @@ def degrade_one(img: np.ndarray, picks, rng: np.random.Generator) -> np.ndarray:
     h, w = img.shape[:2]
     x = img.astype(np.float32)
     if blur:
-        x = cv2.GaussianBlur(x, (0, 0), float(rng.uniform(0.5, 1.6)))
+        x = cv2.GaussianBlur(x, (0, 0), float(rng.uniform(0.5, 1.6)) * (w / REFERENCE_SIDE))
     if lowres:
         s = int(rng.integers(10, 33))
         small = cv2.resize(x, (s, s), interpolation=cv2.INTER_AREA)

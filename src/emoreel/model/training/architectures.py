@@ -1,6 +1,7 @@
-"""The networks: EmoNet (a small residual VGG-style CNN on 48x48 grey faces, the default) and
-VGG-GAP, built from a :class:`~.config.TrainConfig` (:func:`build_model`); the ensemble used
-to export several checkpoints as one model; and the input normalisation the networks expect.
+"""The networks: EmoNet (a small residual VGG-style CNN on grey faces, 48x48 by default; fully convolutional,
+so its weights work at any input size) and VGG-GAP, built from a :class:`~.config.TrainConfig`
+(:func:`build_model`); the ensemble used to export several checkpoints as one model; and the input
+normalisation the networks expect.
 """
 
 from __future__ import annotations

@@ -63,7 +63,8 @@ def init_from_onnx(model, onnx_path: str | Path, images: np.ndarray, cfg: TrainC
 
     Each BatchNorm is rebuilt from the statistics of its input on ``n_stats``
     training images, so the network computes exactly the exported function in
-    eval mode and nearly the same in training mode. Returns the provenance entry.
+    eval mode and nearly the same in training mode. The weights do not depend on the
+    input size: a 48-px model starts a 64-px run. Returns the provenance entry.
     """
     import onnx
     from onnx import numpy_helper
@@ -80,12 +81,15 @@ def init_from_onnx(model, onnx_path: str | Path, images: np.ndarray, cfg: TrainC
     convs = [n for n in m.graph.node if n.op_type == "Conv"]
     pairs = _conv_bn_pairs(model)
     gemm = [n for n in m.graph.node if n.op_type == "Gemm"]
+    arch = card.get("architecture", {})
+    what = f"{arch.get('arch', 'a model')} with widths {tuple(arch['widths'])}" if "widths" in arch else "another network"
+    mismatch = f"{onnx_path} is {what}, not an EmoNet with widths {tuple(cfg.widths)} (give its --widths)"
     if len(convs) != len(pairs) or len(gemm) != 1:
-        raise EmoreelError(f"{onnx_path}: not an EmoNet with widths {tuple(cfg.widths)}")
+        raise EmoreelError(mismatch)
     for node, (conv, bn) in zip(convs, pairs):
         w, b = inits[node.input[1]], inits[node.input[2]]
         if tuple(w.shape) != tuple(conv.weight.shape):
-            raise EmoreelError(f"{onnx_path}: not an EmoNet with widths {tuple(cfg.widths)}")
+            raise EmoreelError(mismatch)
         conv.weight.copy_(torch.from_numpy(w.copy()))
         bn.weight.fill_(1.0)
         bn.bias.copy_(torch.from_numpy(b.copy()))
@@ -120,8 +124,9 @@ def init_from_onnx(model, onnx_path: str | Path, images: np.ndarray, cfg: TrainC
         bn.weight.copy_(torch.sqrt(var + bn.eps))
         bn.bias.add_(mu)
     ev = card.get("evaluation", {})
+    size = card["input"]["size"]
     return {"model": str(onnx_path), "sha256": sha256_file(onnx_path), "command": card.get("training", {}).get("command", ""),
-            "val_acc": ev.get("val_accuracy")}
+            "val_acc": ev.get("val_accuracy"), "size": int(size if isinstance(size, int) else size[0])}
 
 
 def checkpoint_config(out_dir: str | Path) -> dict | None:

@@ -57,7 +57,7 @@ class TrainConfig:
     shift: float = 0.10
     erase_p: float = 0.4
     seed: int = 0
-    size: int = 48
+    size: int = 48  # input side in px (--size); the weights do not depend on it, so --init crosses sizes
     threads: int = 0  # 0 = torch default
     standardize: bool = False  # per-face contrast normalisation (emotion.Standardize) of every image, as at run time
     degrade_p: float = 0.0  # probability of each real-video degradation per image (emoreel.model.degrade), 0 = off

@@ -186,8 +186,10 @@ def train(
 ) -> TrainResult:
     """Train a model; writes ``last.pt``, ``best.pt`` and ``history.json`` to ``out_dir``.
 
-    ``init`` starts from another checkpoint's weights (same widths) with a fresh
-    optimiser and schedule; its command, epochs and val accuracy are recorded.
+    The faces must be ``cfg.size`` px square (a resumed run: the checkpoint's size). ``init`` starts
+    from another checkpoint's or exported EmoNet's weights (same architecture and widths; any input
+    size, the networks being fully convolutional) with a fresh optimiser and schedule; its command,
+    epochs, val accuracy and size are recorded.
     """
     require_torch()
     cfg = cfg or TrainConfig()
@@ -217,15 +219,16 @@ def train(
         src_model, src_cfg, src_ck = load_checkpoint(init)
         if tuple(src_cfg.widths) != tuple(cfg.widths) or src_cfg.arch != cfg.arch:
             raise EmoreelError(f"{init}: checkpoint is {src_cfg.arch} with widths {tuple(src_cfg.widths)}, not {cfg.arch} with widths {tuple(cfg.widths)}")
-        model.load_state_dict(src_model.state_dict())
+        model.load_state_dict(src_model.state_dict())  # no weight depends on the input size
         data["init"] = {
             "checkpoint": str(init),
             "command": src_ck.get("command", ""),
             "resume_commands": list(src_ck.get("resume_commands", [])),
             "epochs": int(src_ck.get("epoch", -1)) + 1,
             "val_acc": round(float(src_ck["val_acc"]), 4) if "val_acc" in src_ck else None,
+            "size": int(src_cfg.size),
         }
-        log.info("initialised from %s", init)
+        log.info("initialised from %s (trained at %d px, now %d px)", init, src_cfg.size, cfg.size)
     if resume and last.exists():
         # on the CPU: the RNG states must stay CPU tensors; load_state_dict moves the rest to the model's device
         ck = torch.load(last, map_location="cpu", weights_only=False)
@@ -256,6 +259,10 @@ def train(
             resume_commands.append(command)
         command = ck.get("command", command)
         log.info("resumed from %s at epoch %d", last, start_epoch)
+    for what, d in (("training", train_data), ("validation", val_data)):
+        if tuple(d.images.shape[1:]) != (cfg.size, cfg.size):
+            raise EmoreelError(f"{what} faces are {'x'.join(map(str, d.images.shape[1:]))} px, the run's are "
+                               f"{cfg.size}x{cfg.size}: load them at {cfg.size} px")  # fmt: skip
     train_images, val_images = train_data.images, val_data.images
     if cfg.standardize:  # the images as the runtime will see them (training batches: after degradation)
         val_images = np.rint(Standardize().apply(val_images)).astype(np.uint8)

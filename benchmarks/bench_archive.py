@@ -143,8 +143,16 @@ def run_batch(videos: Path, root: Path, engine: str, n: int, kill_at: int | None
 
 
 def stamps(root: Path) -> dict[str, float]:
-    """mtime of every finished results.csv under ``root``."""
-    return {str(p.parent.name): p.stat().st_mtime_ns for p in root.glob("*/results.csv")}
+    """mtime of the results.csv of every complete run under ``root`` (not the runs in flight at the kill, nor the
+    failed inputs, which the next run resumes and tries again, as documented)."""
+    out = {}
+    for p in root.glob("*/run.json"):
+        try:
+            if json.loads(p.read_text()).get("complete"):
+                out[p.parent.name] = (p.parent / "results.csv").stat().st_mtime_ns
+        except (OSError, ValueError):
+            pass
+    return out
 
 
 def main() -> None:
@@ -181,7 +189,8 @@ def main() -> None:
         with open(root / "batch.csv", newline="") as fh:
             rows = list(csv.DictReader(fh))
         rewritten = sum(1 for k, m in before.items() if after.get(k) != m)
-        res["kill"] = {"killed_at_s": first["wall_s"], "finished_before_kill": len(before), "second_wall_s": second["wall_s"],
+        resumed = sum(bool(json.loads(p.read_text()).get("resumed")) for p in root.glob("*/run.json"))
+        res["kill"] = {"killed_at_s": first["wall_s"], "complete_before_kill": len(before), "resumed": resumed, "second_wall_s": second["wall_s"],
                        "second_rc": second["rc"], "second_summary": second["summary"], "rewritten": rewritten,
                        "statuses": {s: sum(r["status"] == s for r in rows) for s in ("complete", "skipped", "failed", "incomplete")},
                        "analysed_again": len(after) - len(before)}  # fmt: skip

@@ -495,6 +495,7 @@ class RayEngine:
         frames (in the outcome's ``files``); tasks still running after ``grace`` seconds, and queued ones, are
         cancelled."""
         out = []
+        self.start_timeout = 0.0  # stopping: no second "could not start" while the tasks end
         if self.board is not None and self.pending:
             try:
                 self.ray.get(self.board.stop.remote(), timeout=grace)

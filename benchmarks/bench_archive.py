@@ -10,8 +10,8 @@ For each engine (local: 2 workers; ray: the Ray the command starts on this machi
 - the driver's memory (RSS of the `emoreel batch` process, sampled every 0.5 s) at 10%, 50% and 90% of the
   videos and its peak: flat means the driver does not grow with the archive;
 - batch.csv as it goes: finished rows seen in it at 25%, 50% and 75% of the wall time.
-Then (local engine) the driver is killed (kill -9) once half of the videos are done and the same command is
-run again: how many videos the second run skipped (finished before the kill), ran, and how many finished
+Then the driver is killed (kill -9) once half of the videos are done and the same command is run again
+(``--kill-engine``: local, the default, or ray): how many videos the second run skipped (finished before the kill), ran, and how many finished
 results folders it rewrote (must be 0).
 
 The inputs: N videos of `--frames` frames (640x360, 30 fps, two real faces; 10 variants of face size and
@@ -103,9 +103,9 @@ def finished(root: Path) -> int:
 
 def run_batch(videos: Path, root: Path, engine: str, n: int, kill_at: int | None = None) -> dict:
     """One `emoreel batch` run, watched: wall, memory and batch.csv over time; killed (-9) at ``kill_at`` done."""
-    if engine != "resume":  # "resume": the same command again, into the same root
+    if not engine.endswith("resume"):  # "resume", "ray-resume": the same command again, into the same root
         shutil.rmtree(root, ignore_errors=True)
-    eng = ["--engine", "ray"] if engine == "ray" else ["--workers", "2"]  # "local" and "resume": local, 2 workers
+    eng = ["--engine", "ray"] if engine.startswith("ray") else ["--workers", "2"]  # "resume": the same again
     cmd = [*EMOREEL, "batch", str(videos), "-o", str(root), "-q", "--threads", "1", *eng]
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=False)
@@ -160,8 +160,9 @@ def main() -> None:
     ap.add_argument("--videos", type=int, default=1000)
     ap.add_argument("--broken", type=float, default=0.05)
     ap.add_argument("--frames", type=int, default=60)
-    ap.add_argument("--engines", nargs="+", default=["local", "ray"], choices=["local", "ray"])
+    ap.add_argument("--engines", nargs="*", default=["local", "ray"], choices=["local", "ray"])
     ap.add_argument("--no-kill", action="store_true", help="skip the kill-at-half-and-restart run")
+    ap.add_argument("--kill-engine", default="local", choices=["local", "ray"], help="engine of that run (default local)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/emoreel-archive"))
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
@@ -181,10 +182,10 @@ def main() -> None:
         res["runs"].append(r)
         print(json.dumps(r), flush=True)
     if not a.no_kill:
-        root = a.work / "root-kill"
-        first = run_batch(videos, root, "local", a.videos, kill_at=a.videos // 2)
+        root = a.work / f"root-kill-{a.kill_engine}"
+        first = run_batch(videos, root, a.kill_engine, a.videos, kill_at=a.videos // 2)
         before = stamps(root)
-        second = run_batch(videos, root, "resume", a.videos)
+        second = run_batch(videos, root, "ray-resume" if a.kill_engine == "ray" else "resume", a.videos)
         after = stamps(root)
         with open(root / "batch.csv", newline="") as fh:
             rows = list(csv.DictReader(fh))

@@ -337,3 +337,21 @@ def test_numpy_images_are_analysed_as_photos():
         with pytest.raises(InputError, match=words) as e:
             list(emoreel.analyze(bad))
         assert "\n" not in str(e.value) and len(str(e.value)) < 200
+
+
+def test_a_photo_with_a_long_name_still_gives_a_crop(tmp_path):
+    """A file name near the file system's 255-byte limit (non-ASCII: 2 bytes a letter): its crop's name, which
+    adds the face, emotion and probability, is shortened (with a hash, so two such photos stay apart)."""
+    d = tmp_path / "shots"
+    d.mkdir()
+    names = ["ä" * 120 + ".jpg", "ä" * 119 + "b.jpg"]  # 244 bytes each, the same first 200
+    for n in names:
+        cv2.imwrite(str(d / n), astronaut())
+    assert main(["analyze", str(d), "-o", str(tmp_path / "o"), "--quiet"]) == 0
+    assert main(["extract", str(tmp_path / "o"), "--emotion", "happy", "-o", str(tmp_path / "x")]) == 0
+    crops = sorted((tmp_path / "x" / "crops").glob("*.png"))
+    assert len(crops) == 2 and len({c.name for c in crops}) == 2
+    assert all(len(c.name.encode("utf-8")) <= 255 and c.name.startswith("ä" * 20) and "_face00" in c.name and "_happy_" in c.name
+               for c in crops)  # fmt: skip
+    with open(tmp_path / "x" / "manifest.csv", newline="", encoding="utf-8") as fh:
+        assert sorted(r["source"] for r in csv.DictReader(fh)) == sorted(names)

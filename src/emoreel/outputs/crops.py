@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import math
 import re
 from dataclasses import dataclass
@@ -69,6 +70,18 @@ def _safe(name: str) -> str:
     return re.sub(r"[^\w.-]+", "_", name).strip("._") or "unknown"
 
 
+NAME_BYTES = 240  # file systems allow 255 bytes per name; leaves room for the writer's temporary suffix
+
+
+def _fit(part: str, budget: int) -> str:
+    """``part`` whole when its UTF-8 fits ``budget`` bytes, else its start and 8 hex digits of its hash (unique)."""
+    if len(part.encode("utf-8")) <= budget:
+        return part
+    tag = "~" + hashlib.sha1(part.encode("utf-8")).hexdigest()[:8]
+    head = part.encode("utf-8")[: max(0, budget - len(tag))].decode("utf-8", "ignore")
+    return head + tag
+
+
 def crop_name(o: Observation, emotion: str, prob: float, photo: bool = False) -> str:
     """``t0001.233_f000037_track003_anna_happy_0.92.png``: sorts by time, says who and what.
 
@@ -77,10 +90,13 @@ def crop_name(o: Observation, emotion: str, prob: float, photo: bool = False) ->
     A face of a photo (``photo``: an image folder's results) is named after the photo instead of a time:
     ``holiday_beach_face003_anna_happy_0.92.png`` for ``holiday/beach.jpg``.
     """
-    who = f"_{_safe(o.person)}" if o.person else ""
-    if photo and o.source:
-        return f"{_safe(str(PurePosixPath(o.source).with_suffix('')))}_face{o.track_id:03d}{who}_{emotion}_{prob:.2f}.png"
-    return f"t{o.time_s:08.3f}_f{o.frame:06d}_track{o.track_id:03d}{who}_{emotion}_{prob:.2f}.png"
+    who = f"_{_fit(_safe(o.person), 60)}" if o.person else ""
+    tail = f"{who}_{_safe(emotion)}_{prob:.2f}.png"
+    if photo and o.source:  # a deep folder of long (non-ASCII) names still gives a name the file system takes
+        face = f"_face{o.track_id:03d}{tail}"
+        stem = _safe(str(PurePosixPath(o.source).with_suffix("")))
+        return _fit(stem, NAME_BYTES - len(face.encode("utf-8"))) + face
+    return f"t{o.time_s:08.3f}_f{o.frame:06d}_track{o.track_id:03d}{tail}"
 
 
 def _box_crop(img: np.ndarray, o: Observation, margin: float, size: int | None) -> np.ndarray:

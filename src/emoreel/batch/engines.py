@@ -299,9 +299,11 @@ def _connect_error(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def _auth_problem(address: str) -> str | None:
+def _auth_problem(address: str | None) -> str | None:
     """:data:`AUTH_HINT` when the cluster at ``address`` refuses us for want of its token (asked once, quietly: Ray
     would otherwise retry for 20 s, printing a line a second, and then say only that it cannot connect)."""
+    if not address:
+        return None
     try:
         from ray._raylet import GcsClient  # not public API: where it is missing, ray.init reports the problem
     except Exception:
@@ -317,6 +319,16 @@ def _auth_problem(address: str) -> str | None:
         os.dup2(saved, 2)
         os.close(saved)
     return None
+
+
+def _running_cluster() -> str | None:
+    """The HOST:PORT that ``address="auto"`` means (RAY_ADDRESS, or the cluster `ray start` left on this machine)."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address  # not public API: None where it is missing
+
+        return canonicalize_bootstrap_address("auto")
+    except Exception:
+        return None
 
 
 def _cpus(n: float) -> str:
@@ -344,10 +356,10 @@ class RayEngine:
             why = _reachable(address)
             if why:
                 raise EngineError(f"cannot reach the Ray cluster at {address}: {why}")
-            if not address.startswith("ray://") and not ray.is_initialized():
-                why = _auth_problem(address)
-                if why:
-                    raise EngineError(f"cannot connect to Ray ({address}): {why}")
+        if address and not address.startswith("ray://") and not ray.is_initialized():
+            why = _auth_problem(_running_cluster() if address == "auto" else address)
+            if why:
+                raise EngineError(f"cannot connect to Ray ({address}): {why}")
         if not ray.is_initialized():
             if address and address.startswith("ray://"):
                 try:

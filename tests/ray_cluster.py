@@ -69,7 +69,7 @@ class LocalCluster:
     def wait_nodes(self, n: int, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if any(p.poll() is not None for p in self.nodes if p is not None and p.returncode not in (None, -9)):
+            if any(p.poll() not in (None, -9) for p in self.nodes):  # a node ended by itself (-9: killed by us)
                 raise RuntimeError(f"a Ray node ended: see {self.temp}/*.log")
             if self.alive() == n:
                 return

@@ -291,10 +291,16 @@ AUTH_HINT = ("the cluster uses token authentication: set RAY_AUTH_MODE=token and
              "(~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN)")  # fmt: skip
 
 
+def _refused_token(e: BaseException) -> bool:
+    """``e`` says the cluster refused us for want of its token."""
+    text = str(e)
+    return type(e).__name__ == "AuthenticationError" or "InvalidAuthToken" in text or "auth_token" in text.lower()
+
+
 def _connect_error(e: BaseException) -> str:
     """One line for a failed ``ray.init``: an authentication failure says what to set."""
     text = str(e).strip()
-    if type(e).__name__ == "AuthenticationError" or "InvalidAuthToken" in text or "auth_token" in text.lower():
+    if _refused_token(e):
         return AUTH_HINT
     return text.splitlines()[0] if text else type(e).__name__
 
@@ -314,7 +320,7 @@ def _auth_problem(address: str | None) -> str | None:
             os.dup2(null.fileno(), 2)  # the GCS client logs the refusal on stderr from C++
             GcsClient(address=address)
     except Exception as e:
-        return AUTH_HINT if _connect_error(e) == AUTH_HINT else None
+        return AUTH_HINT if _refused_token(e) else None
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -329,6 +335,11 @@ def _running_cluster() -> str | None:
         return canonicalize_bootstrap_address("auto")
     except Exception:
         return None
+
+
+def _task_cpus(task) -> int:
+    """CPUs a task asks Ray for: its threads."""
+    return max(1, int(task.options.get("threads", 1)))
 
 
 def _cpus(n: float) -> str:
@@ -378,7 +389,6 @@ class RayEngine:
         self.max_retries = max_retries
         self.start_timeout = float(start_timeout)
         self.pending: dict = {}  # ObjectRef -> task
-        self.cpus: dict = {}  # ObjectRef -> CPUs it asked for
         self._remote = ray.remote(_ray_run)
         self.board = None  # a _Board actor, made with the first task
         self.started: dict[str, int] = {}  # key -> frames done, of tasks that started (from the board)
@@ -422,11 +432,9 @@ class RayEngine:
     def submit(self, task, carry: dict | None = None) -> None:
         if self.board is None:
             self.board = self._board()
-        cpus = max(1, int(task.options.get("threads", 1)))
-        ref = self._remote.options(num_cpus=cpus, max_retries=self.max_retries,
+        ref = self._remote.options(num_cpus=_task_cpus(task), max_retries=self.max_retries,
                                    name=f"emoreel:{task.key}").remote(task, carry, self.board)  # fmt: skip
         self.pending[ref] = task
-        self.cpus[ref] = cpus
 
     def _board(self):
         """The board actor, on this (the driver's) node where Ray allows: it needs no CPU."""
@@ -441,7 +449,8 @@ class RayEngine:
 
     @property
     def running(self) -> dict:
-        return self.pending
+        """Submitted tasks not finished (key -> task), keyed as the local engine's."""
+        return {t.key: t for t in self.pending.values()}
 
     def waiting(self) -> int:
         """Tasks submitted that have not started yet (queued for CPUs)."""
@@ -469,7 +478,6 @@ class RayEngine:
         done = []
         for ref in ready:
             task = self.pending.pop(ref)
-            self.cpus.pop(ref, None)
             self.started.pop(task.key, None)
             try:
                 outcome = self.ray.get(ref)
@@ -492,7 +500,7 @@ class RayEngine:
         if self._idle_since is None:
             self._idle_since = now
         elif self.start_timeout and now - self._idle_since > self.start_timeout:
-            need = max(self.cpus.values(), default=1)
+            need = max(map(_task_cpus, self.pending.values()), default=1)
             lower = ", lower --threads" if need > 1 else ""
             raise EngineError(f"no Ray task could start in {self.start_timeout:g} s: each asks for {_cpus(need)}, the "
                               f"cluster has {self.describe()}; add nodes or free CPUs{lower}, or raise --start-timeout "
@@ -526,7 +534,6 @@ class RayEngine:
                 pass
         out += [(t, {"status": "incomplete", "reason": "interrupted"}) for t in self.pending.values()]
         self.pending.clear()
-        self.cpus.clear()
         return out
 
     def close(self) -> None:

@@ -422,7 +422,7 @@ def run_batch(
                         if v.part_list:  # the other parts of this video are of no use now
                             queue[:] = [q for q in queue if q.key.split("/")[0] != v.folder]
                     write_csv()
-                running = {t.key for t in eng.running.values()} if getattr(eng, "name", "") == "ray" else eng.running
+                running = eng.running
                 for k, n in eng.progress().items():
                     if k in running:  # a finished task's last count is in done_frames: never counted twice
                         live[k] = n

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -66,7 +65,7 @@ def pack_spec(model: EmotionModel, size: int | None = None) -> InputSpec:
     """The geometry faces are packed at: ``model``'s face template at ``size`` x ``size`` px (None: the model's size)."""
     if size is None:
         return model.spec
-    return replace(model.spec, width=int(size), height=int(size), crop=0)
+    return model.spec.at(size)
 
 
 def photo_faces(data: str | Path, split: str, model: EmotionModel, options=None, small_copies: int = 0,

@@ -14,7 +14,6 @@ landmarks (or a card without the template) the eyes alone go to ``face.eyes``.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -218,7 +217,7 @@ def gate_sharpness(image: np.ndarray, faces: Faces, idx: np.ndarray, spec: Input
     """:func:`sharpness` of faces ``idx`` (``crops``: theirs at ``spec``) as the blur gate sees them, at
     :data:`SHARPNESS_SIDE` px: the crops themselves for a 48-px model, else the faces aligned again at 48."""
     if (spec.width, spec.height) != (SHARPNESS_SIDE, SHARPNESS_SIDE):
-        gate = replace(spec, width=SHARPNESS_SIDE, height=SHARPNESS_SIDE, crop=0)
+        gate = spec.at(SHARPNESS_SIDE)
         crops = [align_face(image, faces.landmarks[i, EYE_L], faces.landmarks[i, EYE_R], gate, margin, faces.landmarks[i])
                  for i in idx]  # fmt: skip
     return np.array([sharpness(c) for c in crops], np.float64)

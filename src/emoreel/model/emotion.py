@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -166,6 +166,10 @@ class InputSpec:
     @property
     def channels(self) -> int:
         return 1 if self.colour == "grey" else 3
+
+    def at(self, side: int) -> "InputSpec":
+        """The same face template aligned at ``side`` x ``side`` px, whole (no crop)."""
+        return replace(self, width=int(side), height=int(side), crop=0)
 
     @classmethod
     def from_card(cls, card: dict) -> "InputSpec":
